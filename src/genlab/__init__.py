@@ -1,3 +1,34 @@
-"""genlab: how well will a neural network generalize, and why."""
+"""genlab: how well will a neural network generalize, and why.
+
+The public API in one place::
+
+    import genlab
+    run = genlab.train(genlab.TrainConfig(dataset="mnist1d", model="mlp", epochs=30), "runs/x")
+    run = genlab.load_run("runs/x")
+    run.objective.hvp(v)
+"""
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "TrainConfig": ("genlab.config", "TrainConfig"),
+    "Objective": ("genlab.objective", "Objective"),
+    "load_dataset": ("genlab.data", "load_dataset"),
+    "build_model": ("genlab.models", "build_model"),
+    "train": ("genlab.train", "train"),
+    "load_run": ("genlab.train", "load_run"),
+    "Run": ("genlab.train", "Run"),
+}
+
+
+def __getattr__(name):
+    # Imported on first use so that `genlab --version` and error paths stay fast.
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'genlab' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

@@ -1,0 +1,155 @@
+"""The ``genlab`` command: thin calls into the library functions of the same names.
+
+User errors (bad flags, names, values, config files, data files, checkpoints)
+print one line ``genlab: error: ...`` to stderr and exit non-zero (2 for bad
+input, 1 for a diverged run, 130 for an interrupt), without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from genlab import __version__
+from genlab.errors import GenlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="genlab: how well will a neural network generalize, and why.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"genlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """genlab: how well will a neural network generalize, and why."""
+
+
+Opt = typer.Option
+
+
+@app.command("train")
+def train_cmd(
+    out: Annotated[Path, Opt("--out", help="Run directory (resumed if it holds this run).")],
+    config: Annotated[Optional[Path], Opt("--config", help="TOML or JSON file of settings; flags override.")] = None,
+    dataset: Annotated[Optional[str], Opt(help="Dataset name (see `genlab datasets`).")] = None,
+    model: Annotated[Optional[str], Opt(help="Model name (see `genlab models`).")] = None,
+    optimizer: Annotated[Optional[str], Opt(help="gd | sgd | adam (and registered noisy optimizers).")] = None,
+    lr: Annotated[Optional[float], Opt(help="Learning rate.")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Mini-batch size (ignored by gd).")] = None,
+    epochs: Annotated[Optional[int], Opt(help="Length in epochs (default 10).")] = None,
+    steps: Annotated[Optional[int], Opt(help="Length in optimizer steps (instead of --epochs).")] = None,
+    seed: Annotated[Optional[int], Opt(help="Seed of init, batch order, label noise, dropout.")] = None,
+    n_train: Annotated[Optional[int], Opt(help="Keep the first N training points.")] = None,
+    label_noise: Annotated[Optional[float], Opt(help="Fraction of training labels corrupted.")] = None,
+    loss: Annotated[Optional[str], Opt(help="ce | mse (one-hot targets); default: the dataset's.")] = None,
+    width: Annotated[Optional[int], Opt(help="Model width (family default if absent).")] = None,
+    depth: Annotated[Optional[int], Opt(help="Model depth (family default if absent).")] = None,
+    activation: Annotated[Optional[str], Opt(help="Activation (relu, tanh, ...).")] = None,
+    dropout: Annotated[Optional[float], Opt(help="Dropout rate in [0, 1).")] = None,
+    batchnorm: Annotated[Optional[bool], Opt("--batchnorm/--no-batchnorm", help="BatchNorm in resnet.")] = None,
+    momentum: Annotated[Optional[float], Opt(help="Heavy-ball momentum (beta1 for adam).")] = None,
+    weight_decay: Annotated[Optional[float], Opt(help="L2 weight decay.")] = None,
+    eval_every: Annotated[Optional[int], Opt(help="Steps between evaluations (default one epoch).")] = None,
+    checkpoint_every: Annotated[Optional[int], Opt(help="Steps between checkpoints.")] = None,
+    dtype: Annotated[Optional[str], Opt(help="float32 | float64.")] = None,
+    device: Annotated[Optional[str], Opt(help="auto | cpu | cuda | cuda:N.")] = None,
+    data_dir: Annotated[Optional[str], Opt(help="Directory of dataset files (default $GENLAB_DATA).")] = None,
+    dataset_option: Annotated[Optional[list[str]], Opt(help="Dataset option KEY=VALUE (repeatable).")] = None,
+    model_option: Annotated[Optional[list[str]], Opt(help="Model option KEY=VALUE (repeatable).")] = None,
+    overwrite: Annotated[bool, Opt(help="Discard a different run already in --out.")] = False,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a model; writes config.json, metrics.jsonl, summary.json, model.safetensors to --out."""
+    from genlab.config import (TrainConfig, merge_settings, parse_key_values, read_config_file,
+                               validate_config)
+    from genlab.train import train
+
+    flags = dict(dataset=dataset, model=model, optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs,
+                 steps=steps, seed=seed, n_train=n_train, label_noise=label_noise, loss=loss, width=width,
+                 depth=depth, activation=activation, dropout=dropout, batchnorm=batchnorm, momentum=momentum,
+                 weight_decay=weight_decay, eval_every=eval_every, checkpoint_every=checkpoint_every, dtype=dtype,
+                 device=device, data_dir=data_dir,
+                 dataset_options=parse_key_values(dataset_option, "--dataset-option") or None,
+                 model_options=parse_key_values(model_option, "--model-option") or None)
+    file_values = read_config_file(config) if config else None
+    if file_values and (epochs is not None or steps is not None):
+        file_values = {k: v for k, v in file_values.items() if k not in ("epochs", "steps")}
+    cfg = validate_config(TrainConfig, merge_settings(file_values, flags))
+    run = train(cfg, out, quiet=quiet, overwrite=overwrite)
+    s = run.summary
+    print(f"{run.path}: {s['status']} after {s['steps']} steps ({s['wall_time_s']:.1f} s): "
+          f"train loss {s['train_loss']:.4f} acc {s['train_accuracy']:.4f} | "
+          f"test loss {s['test_loss']:.4f} acc {s['test_accuracy']:.4f}")
+
+
+@app.command("datasets")
+def datasets_cmd() -> None:
+    """List the named datasets with their sizes and where their files are."""
+    from genlab.data import list_datasets
+
+    rows = list_datasets()
+    print(f"{'name':<18} {'task':<15} {'train':>7} {'test':>7} {'input':<12} {'out':>4}  available")
+    for r in rows:
+        shape = "x".join(str(s) for s in r["input_shape"])
+        print(f"{r['name']:<18} {r['task']:<15} {r['n_train']:>7} {r['n_test']:>7} {shape:<12} "
+              f"{r.get('output_dim') or r.get('classes') or '':>4}  {r['available']}")
+
+
+@app.command("models")
+def models_cmd(
+    dataset: Annotated[str, Opt(help="Count parameters for this dataset's input shape.")] = "mnist",
+) -> None:
+    """List the named models with their defaults and parameter counts."""
+    from genlab.data import DATASETS
+    from genlab.errors import ConfigError
+    from genlab.models import list_models
+
+    if dataset not in DATASETS:
+        raise ConfigError(f"--dataset: unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
+    spec = DATASETS[dataset]
+    print(f"parameter counts for {dataset} inputs {tuple(spec.input_shape)} -> {spec.output_dim} outputs")
+    print(f"{'name':<8} {'params':>10}  description")
+    for r in list_models(tuple(spec.input_shape), spec.output_dim):
+        count = r["parameters"] if isinstance(r["parameters"], int) else "n/a"
+        print(f"{r['name']:<8} {count:>10}  {r['description']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``genlab`` console script; returns the exit status."""
+    from typer import exceptions as tex
+
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = command.main(args=args, prog_name="genlab", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except tex.Exit as e:
+        code = e.exit_code
+    except tex.Abort:
+        print("genlab: aborted", file=sys.stderr)
+        code = 130
+    except GenlabError as e:
+        print(f"genlab: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except tex.TyperException as e:  # bad flags: unknown option, bad type, missing value
+        hint = ""
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        print(f"genlab: error: {' '.join(e.format_message().split())}{hint}", file=sys.stderr)
+        code = getattr(e, "exit_code", 2) or 2
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Settings of every command as pydantic models; config files and flags map onto them.
+
+A config file (TOML or JSON) holds the same keys as the command's flags (with
+underscores: ``batch_size``); flags given on the command line override the file.
+Unknown keys and bad values are rejected with one line naming the key and what
+is allowed (:func:`validate_config`).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from genlab.errors import ConfigError
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run (``genlab train``).
+
+    Exactly one of ``epochs`` and ``steps`` sets the length (default: 10 epochs).
+    For ``gd`` an epoch is one full-batch step; for ``sgd`` and ``adam`` it is
+    ``ceil(n_train / batch_size)`` steps over a fresh permutation.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # data
+    dataset: str = "mnist1d"
+    n_train: int | None = Field(None, ge=1, description="keep the first n training points")
+    label_noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of training labels corrupted")
+    loss: Literal["ce", "mse"] | None = Field(None, description="ce or mse (one-hot); default: the dataset's")
+    data_dir: str | None = None
+    dataset_options: dict[str, Any] = Field(default_factory=dict)
+    # model
+    model: str = "mlp"
+    width: int | None = Field(None, ge=1)
+    depth: int | None = Field(None, ge=1)
+    activation: str | None = None
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    batchnorm: bool = True
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    # optimisation
+    optimizer: str = "sgd"
+    lr: float = Field(0.05, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0)
+    # bookkeeping (do not change the trajectory)
+    eval_every: int | None = Field(None, ge=1, description="steps between evaluations; default: one epoch")
+    checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints; default: eval_every")
+    eval_batch_size: int = Field(1000, ge=1, description="chunk size for full-dataset passes")
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = "auto"
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from genlab.data import DATASETS
+
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; allowed: {', '.join(DATASETS)}")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from genlab.models import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; allowed: {', '.join(MODELS)}")
+        return v
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        from genlab.train.optimizers import OPTIMIZERS
+
+        if v not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {v!r}; allowed: {', '.join(OPTIMIZERS)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"unknown device {v!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainConfig:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give epochs or steps, not both")
+        return self
+
+    # Settings that may change between a run and its resumption without
+    # changing the trajectory it follows (lengthening a run is allowed).
+    RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("epochs", "steps", "eval_every", "checkpoint_every", "device",
+                                          "eval_batch_size", "data_dir")
+
+    def trajectory_fields(self) -> dict[str, Any]:
+        """The settings that define the optimisation trajectory (for resume checks)."""
+        return {k: v for k, v in self.model_dump().items() if k not in self.RESUMABLE_CHANGES}
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line naming each bad field, what is wrong and the value given."""
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown setting"
+            parts.append(f"{field}: {msg}")
+            continue
+        if "input" in e and not isinstance(e["input"], dict):
+            msg += f" (got {e['input']!r})"
+        parts.append(f"{field}: {msg}")
+    return "bad setting " + "; ".join(parts)
+
+
+def validate_config(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
+    """Build ``model`` from ``values``, turning validation errors into one-line :class:`ConfigError`."""
+    try:
+        return model(**values)
+    except ValidationError as err:
+        msg = format_validation_error(err)
+        if any(e["type"] == "extra_forbidden" for e in err.errors()):
+            msg += f"; allowed settings: {', '.join(model.model_fields)}"
+        raise ConfigError(msg) from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file into a dict (one clear error if unreadable)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {path}: unknown format {suffix or '(none)'}; allowed: .toml, .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"config file {path} is not valid {suffix[1:].upper()}: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table of settings, not {type(data).__name__}")
+    return data
+
+
+def merge_settings(file_values: dict[str, Any] | None, flag_values: dict[str, Any]) -> dict[str, Any]:
+    """File settings overridden by the flags that were given (``None`` means not given)."""
+    merged = dict(file_values or {})
+    merged.update({k: v for k, v in flag_values.items() if v is not None})
+    return merged
+
+
+def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """Parse repeated ``KEY=VALUE`` flags; values are read as JSON when they parse, else strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{flag}: expected KEY=VALUE (got {item!r})")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out

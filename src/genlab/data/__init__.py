@@ -1,0 +1,114 @@
+"""Named datasets returning train and test tensors, with documented normalisation.
+
+>>> from genlab.data import load_dataset
+>>> data = load_dataset("mnist1d", n_train=1000, label_noise=0.1, loss="mse")
+>>> data.x_train.shape, data.y_train.shape, data.info["n_corrupted"]
+(torch.Size([1000, 40]), torch.Size([1000, 10]), 100)
+
+``load_dataset`` reads (or generates) the dataset, then, in this order: keeps the
+first ``n_train`` training points; corrupts a fraction ``label_noise`` of their
+labels (each to a different class, test labels untouched); shapes the targets for
+the loss (``ce``: class indices; ``mse``: one-hot rows, or the values for
+regression). Files are looked for under ``data_dir``, else ``$GENLAB_DATA``, else
+``../shared/data``, else the user cache directory (:func:`resolve_data_dir`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlab.data.paths import resolve_data_dir
+from genlab.data.registry import DATASETS, DatasetSpec, availability
+from genlab.data.transforms import as_targets, corrupt_labels, take_first
+from genlab.errors import DataError
+
+LOSSES = ("ce", "mse")
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors of one dataset, with what a model and a loss need to know.
+
+    ``y_*`` are the targets in the form ``loss`` needs; ``labels_*`` are the class
+    indices (after corruption, for train) of a classification dataset, ``None``
+    for regression. ``input_shape`` is per example.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    task: str
+    num_classes: int | None
+    loss: str
+    input_shape: tuple[int, ...]
+    output_dim: int
+    info: dict[str, Any] = field(default_factory=dict)
+    labels_train: torch.Tensor | None = None
+    labels_test: torch.Tensor | None = None
+
+
+def load_dataset(name: str, *, n_train: int | None = None, label_noise: float = 0.0, loss: str | None = None,
+                 seed: int = 0, data_dir: str | Path | None = None, options: dict | None = None) -> Dataset:
+    """Load the named dataset (see :data:`DATASETS`) as float32 inputs and targets for ``loss``.
+
+    Args:
+        name: a key of :data:`DATASETS`.
+        n_train: keep the first ``n_train`` training points (all if None).
+        label_noise: fraction of training labels replaced by a random different class.
+        loss: ``"ce"`` or ``"mse"``; default ``ce`` for classification, ``mse`` for regression.
+        seed: seeds the label corruption.
+        data_dir: directory of dataset files (default: see :func:`resolve_data_dir`).
+        options: dataset-specific options (generator sizes, seeds; see ``DATASETS[name].options``).
+
+    Raises:
+        DataError: unknown name or option, bad value, missing or corrupt file.
+    """
+    if name not in DATASETS:
+        raise DataError(f"dataset: unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    spec = DATASETS[name]
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        allowed = ", ".join(spec.options) or "none"
+        raise DataError(f"dataset option {unknown[0]!r} is not an option of {name}; allowed: {allowed}")
+    loss = loss or spec.default_loss
+    if loss not in LOSSES:
+        raise DataError(f"loss: unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")
+    if loss == "ce" and spec.task == "regression":
+        raise DataError(f"loss 'ce' needs a classification dataset; {name} is regression (use mse)")
+    if label_noise and spec.task == "regression":
+        raise DataError(f"label_noise must be 0 for the regression dataset {name} (got {label_noise})")
+    if not 0.0 <= label_noise <= 1.0:
+        raise DataError(f"label_noise: must be in [0, 1] (got {label_noise})")
+    try:
+        x_tr, y_tr, x_te, y_te, info = spec.read(data_dir, **options)
+    except TypeError as err:  # a generator option of the wrong type
+        raise DataError(f"dataset options for {name}: {err}") from None
+    x_tr, y_tr = take_first(x_tr, y_tr, n_train, name)
+    info = {**info, "options": {**spec.options, **options}, "n_corrupted": 0}
+    labels_tr = labels_te = None
+    if spec.task == "classification":
+        y_tr, info["n_corrupted"] = corrupt_labels(y_tr, label_noise, spec.output_dim, seed)
+        labels_tr, labels_te = y_tr, y_te
+    num_classes = spec.num_classes
+    return Dataset(name=name, x_train=x_tr.float(), y_train=as_targets(y_tr, loss, num_classes),
+                   x_test=x_te.float(), y_test=as_targets(y_te, loss, num_classes), task=spec.task,
+                   num_classes=num_classes, loss=loss, input_shape=tuple(x_tr.shape[1:]),
+                   output_dim=int(y_tr.shape[1]) if y_tr.dim() == 2 else spec.output_dim, info=info,
+                   labels_train=labels_tr, labels_test=labels_te)
+
+
+def list_datasets(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """One row per named dataset: name, description, task, sizes, input shape, outputs, availability."""
+    return [{"name": s.name, "description": s.description, "task": s.task, "n_train": s.n_train,
+             "n_test": s.n_test, "input_shape": s.input_shape, "output_dim": s.output_dim,
+             "classes": s.num_classes, "available": availability(s, data_dir)} for s in DATASETS.values()]
+
+
+__all__ = ["DATASETS", "Dataset", "DatasetSpec", "list_datasets", "load_dataset", "resolve_data_dir"]

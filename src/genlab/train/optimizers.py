@@ -1,0 +1,53 @@
+"""Optimizers by name: the registry the training loop and the CLI read.
+
+Each entry builds a ``torch.optim.Optimizer`` from the model's parameters and the
+run's :class:`~genlab.config.TrainConfig`. ``full_batch`` says whether a step uses
+the whole training set (GD) or a mini-batch. Later capabilities (SGLD, IVON, ...)
+register themselves here with :func:`register_optimizer`, so the loop, the
+checkpointing and the CLI need no change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """How to build one named optimizer."""
+
+    name: str
+    description: str
+    full_batch: bool
+    build: Callable[[Iterable[torch.nn.Parameter], object], torch.optim.Optimizer]
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {}
+
+
+def register_optimizer(spec: OptimizerSpec) -> OptimizerSpec:
+    """Add an optimizer to the registry (names are unique)."""
+    if spec.name in OPTIMIZERS:
+        raise ValueError(f"optimizer {spec.name!r} is registered already")
+    OPTIMIZERS[spec.name] = spec
+    return spec
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], config) -> torch.optim.Optimizer:
+    """The optimizer named by ``config.optimizer``, built from ``config``'s settings."""
+    return OPTIMIZERS[config.optimizer].build(params, config)
+
+
+def _sgd(params, c):
+    return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+
+register_optimizer(OptimizerSpec("gd", "full-batch gradient descent (optional heavy-ball momentum)", True, _sgd))
+register_optimizer(OptimizerSpec("sgd", "mini-batch SGD (optional momentum, weight decay)", False, _sgd))
+register_optimizer(OptimizerSpec(
+    "adam", "Adam on mini-batches (momentum is beta1 when given, else 0.9)", False,
+    lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay,
+                                       betas=(c.momentum or 0.9, 0.999))))

@@ -1,0 +1,152 @@
+"""A run, picked up from its directory alone: settings, model, data and Objective.
+
+:func:`build_run_parts` is the one place where a :class:`~genlab.config.TrainConfig`
+becomes data, a model and Objectives; training and :func:`load_run` both use it,
+so a loaded run sees exactly what its training saw.
+
+Example::
+
+    run = genlab.load_run("runs/x")
+    run.config.lr, run.summary["test_accuracy"]
+    run.objective.hvp(v)          # Hessian-vector product on its training set
+    run.model(run.data.x_test[:5])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlab.config import TrainConfig, validate_config
+from genlab.data import Dataset, load_dataset
+from genlab.errors import CheckpointError
+from genlab.models import build_model
+from genlab.objective import Objective
+from genlab.train.checkpoint import load_state_dict
+from genlab.train.run_dir import RunDir
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; other names are taken as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from genlab.errors import ConfigError
+
+        raise ConfigError(f"device: {device!r} asked for but CUDA is not available; allowed here: auto, cpu")
+    return torch.device(device)
+
+
+def data_fingerprint(data: Dataset) -> str:
+    """SHA-256 (first 16 hex digits) of the training and test tensors: detects changed data files."""
+    h = hashlib.sha256()
+    for t in (data.x_train, data.y_train, data.x_test, data.y_test):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_data(config: TrainConfig) -> Dataset:
+    """The dataset a config names, with its subset, label-noise and loss options applied."""
+    return load_dataset(config.dataset, n_train=config.n_train, label_noise=config.label_noise, loss=config.loss,
+                        seed=config.seed, data_dir=config.data_dir, options=dict(config.dataset_options))
+
+
+def make_model(config: TrainConfig, data: Dataset, device: torch.device) -> torch.nn.Module:
+    """The model a config names, initialised from ``config.seed``, on ``device`` in ``config.dtype``."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.input_shape, data.output_dim, width=config.width, depth=config.depth,
+                        dropout=config.dropout, activation=config.activation, batchnorm=config.batchnorm,
+                        **config.model_options)
+    return model.to(device=device, dtype=getattr(torch, config.dtype))
+
+
+def make_objectives(config: TrainConfig, data: Dataset, model: torch.nn.Module) -> tuple[Objective, Objective]:
+    """Objectives on the training and on the test set (same model, same loss)."""
+    kw = {"loss": data.loss, "batch_size": config.eval_batch_size}
+    return Objective(model, data.x_train, data.y_train, **kw), Objective(model, data.x_test, data.y_test, **kw)
+
+
+@dataclass
+class Run:
+    """A training run: its settings, trained model, data and Objectives.
+
+    Attributes:
+        path: the run directory.
+        config: the run's :class:`TrainConfig`.
+        model: the trained ``nn.Module`` (final model, or the last checkpoint
+            when the run has not finished; see ``status``).
+        data: the run's :class:`~genlab.data.Dataset` (train and test tensors).
+        objective: :class:`Objective` on the training set (what was minimised).
+        test_objective: :class:`Objective` on the test set.
+        summary: ``summary.json`` (status and final figures); empty if absent.
+        metrics: the records of ``metrics.jsonl``.
+        status: ``complete``, ``interrupted``, ``diverged`` or ``running``.
+    """
+
+    path: Path
+    config: TrainConfig
+    model: torch.nn.Module
+    data: Dataset
+    objective: Objective
+    test_objective: Objective
+    summary: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "running"
+
+
+def read_run_config(path: str | Path) -> TrainConfig:
+    """The :class:`TrainConfig` stored in a run directory's ``config.json``."""
+    rd = RunDir(path)
+    if not rd.config.is_file():
+        raise CheckpointError(f"{rd.path} is not a genlab run directory (no config.json)")
+    try:
+        values = json.loads(rd.config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{rd.config} is corrupt ({err})") from None
+    return validate_config(TrainConfig, values)
+
+
+def load_run(path: str | Path, device: str | None = None) -> Run:
+    """Load a run from its directory alone.
+
+    Rebuilds the data from the stored settings (checking its fingerprint against
+    the one recorded at training time), builds the model and loads the final
+    weights (``model.safetensors``), or the last checkpoint's for a run that did
+    not finish.
+
+    Args:
+        path: the run directory written by :func:`genlab.train.train`.
+        device: where to put the model and data (default: the config's device).
+    """
+    rd = RunDir(path)
+    config = read_run_config(rd.path)
+    dev = resolve_device(device or config.device)
+    data = load_data(config)
+    if rd.env.is_file():
+        recorded = rd.read_json(rd.env).get("data_fingerprint")
+        if recorded and recorded != data_fingerprint(data):
+            raise CheckpointError(f"the data rebuilt for {rd.path} differs from the data it was trained on "
+                                  f"(fingerprint {data_fingerprint(data)} vs {recorded}); check GENLAB_DATA")
+    model = make_model(config, data, dev)
+    if rd.model.is_file():
+        state = load_state_dict(rd.model)
+    elif rd.checkpoint.is_file():
+        tensors = load_state_dict(rd.checkpoint)
+        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    else:
+        raise CheckpointError(f"{rd.path} holds no model.safetensors and no checkpoint.safetensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"weights in {rd.path} do not fit the model its config describes ({err})") from None
+    model.eval()
+    objective, test_objective = make_objectives(config, data, model)
+    summary = rd.read_json(rd.summary) if rd.summary.is_file() else {}
+    return Run(path=rd.path, config=config, model=model, data=data, objective=objective,
+               test_objective=test_objective, summary=summary, metrics=rd.read_metrics(),
+               status=summary.get("status", "running"))

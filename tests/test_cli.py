@@ -1,0 +1,118 @@
+"""The genlab command: one clear line and exit status 2 for every kind of bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from genlab.cli import main
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("genlab: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_version(capsys):
+    from genlab import __version__
+
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"genlab {__version__}"
+
+
+def test_console_script_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "genlab.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("genlab ")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; allowed: mnist1d"),
+    (["--model", "gpt"], "unknown model 'gpt'; allowed: mlp"),
+    (["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'; allowed: gd, sgd, adam"),
+    (["--lr", "-1"], "lr: Input should be greater than 0"),
+    (["--lr", "abc"], "Invalid value for '--lr'"),
+    (["--label-noise", "1.5"], "label_noise"),
+    (["--epochs", "3", "--steps", "4"], "epochs or steps, not both"),
+    (["--loss", "hinge"], "loss"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--frobnicate"], "frobnicate"),
+    (["--dataset-option", "noequals"], "KEY=VALUE"),
+])
+def test_bad_flags(capsys, tmp_path, args, needle):
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), *args)
+    assert code == 2
+    assert needle in one_error_line(err)
+    assert not (tmp_path / "r" / "checkpoint.safetensors").exists()
+
+
+def test_missing_out(capsys):
+    code, _, err = run_cli(capsys, "train", "--dataset", "mnist1d")
+    assert code == 2 and "--out" in one_error_line(err)
+
+
+def test_bad_config_files(capsys, tmp_path):
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("lr = = 3\n")
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--config", str(bad_toml))
+    assert code == 2 and "is not valid TOML" in one_error_line(err)
+
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"learning_rate": 0.1}))
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--config", str(unknown))
+    line = one_error_line(err)
+    assert code == 2 and "learning_rate: unknown setting" in line and "allowed settings:" in line
+
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--config", str(tmp_path / "nope.toml"))
+    assert code == 2 and "not found" in one_error_line(err)
+
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("lr: 0.1\n")
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--config", str(yaml))
+    assert code == 2 and "allowed: .toml, .json" in one_error_line(err)
+
+
+def test_config_file_and_flag_override(capsys, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('dataset = "mnist1d"\nn_train = 200\nmodel = "mlp"\nwidth = 16\nlr = 0.5\nepochs = 9\n'
+                   'optimizer = "gd"\n[model_options]\n')
+    code, out, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--config", str(cfg), "--lr", "0.1",
+                             "--steps", "2", "--quiet")
+    assert code == 0, err
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert stored["lr"] == 0.1 and stored["width"] == 16 and stored["steps"] == 2 and stored["epochs"] is None
+    assert "complete after 2 steps" in out
+
+
+def test_missing_data_files_is_one_line(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--dataset", "fashion-mnist",
+                           "--data-dir", str(tmp_path / "empty"))
+    line = one_error_line(err)
+    assert code == 2 and "train-images-idx3-ubyte.gz" in line and str(tmp_path / "empty") in line
+
+
+def test_divergence_exit_status(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--dataset", "mnist1d", "--n-train",
+                           "100", "--optimizer", "gd", "--loss", "mse", "--lr", "1e4", "--steps", "60", "--quiet")
+    assert code == 1 and "non-finite loss" in one_error_line(err)
+
+
+def test_listing_commands(capsys):
+    code, out, _ = run_cli(capsys, "datasets")
+    assert code == 0
+    for name in ("mnist1d", "digits", "mnist", "fashion-mnist", "cifar10", "teacher-student", "sparse-regression"):
+        assert name in out
+    code, out, _ = run_cli(capsys, "models", "--dataset", "mnist")
+    assert code == 0
+    for name in ("mlp", "lenet5", "cnn", "resnet", "vit"):
+        assert name in out
+    assert "61706" in out  # LeNet-5 on 28x28 MNIST: the classic parameter count
