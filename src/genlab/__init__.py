@@ -3,7 +3,8 @@
 The public API in one place::
 
     import genlab
-    run = genlab.train(genlab.TrainConfig(dataset="mnist1d", model="mlp", epochs=30), "runs/x")
+    from genlab.train import train       # genlab.train is the package; train() lives in it
+    run = train(genlab.TrainConfig(dataset="mnist1d", model="mlp", epochs=30), "runs/x")
     run = genlab.load_run("runs/x")
     run.objective.hvp(v)
 """
@@ -15,7 +16,6 @@ _LAZY = {
     "Objective": ("genlab.objective", "Objective"),
     "load_dataset": ("genlab.data", "load_dataset"),
     "build_model": ("genlab.models", "build_model"),
-    "train": ("genlab.train", "train"),
     "load_run": ("genlab.train", "load_run"),
     "Run": ("genlab.train", "Run"),
 }

@@ -45,10 +45,10 @@ class TrainConfig(BaseModel):
     model_options: dict[str, Any] = Field(default_factory=dict)
     # optimisation
     optimizer: str = "sgd"
-    lr: float = Field(0.05, gt=0.0)
+    lr: float = Field(0.1, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(64, ge=1)
     epochs: int | None = Field(None, ge=1)
     steps: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)

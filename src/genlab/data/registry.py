@@ -42,7 +42,8 @@ class DatasetSpec:
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a))
+    a = np.ascontiguousarray(a)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())  # frombuffer views are read-only
 
 
 def _read_mnist1d(data_dir, seed=42, num_samples=5000):
