@@ -53,7 +53,8 @@ def test_run_directory_contents(tmp_path):
                  "checkpoint.safetensors"):
         assert (tmp_path / "r" / name).is_file(), name
     env = json.loads((tmp_path / "r" / "env.json").read_text())
-    assert env["seed"] == 3 and env["torch"] == torch.__version__ and env["device"] == "cpu"
+    expected_device = "cuda" if torch.cuda.is_available() else "cpu"  # --device auto
+    assert env["seed"] == 3 and env["torch"] == torch.__version__ and env["device"] == expected_device
     summary = run.summary
     assert summary["status"] == "complete" and summary["steps"] == 2 * math.ceil(400 / 64)
     steps = [r["step"] for r in run.metrics]
@@ -176,7 +177,7 @@ def test_gd_step_is_full_batch_gradient_step(tmp_path):
     obj, _ = make_objectives(cfg, data, model)
     g = obj.grad()
     for k, p in run0.model.named_parameters():
-        torch.testing.assert_close(p.detach(), dict(model.named_parameters())[k].detach() - 0.3 * g[k],
+        torch.testing.assert_close(p.detach().cpu(), dict(model.named_parameters())[k].detach() - 0.3 * g[k],
                                    atol=1e-6, rtol=0)
 
 
