@@ -1,14 +1,48 @@
-"""Run every benchmark and record its results in benchmarks/results/ (see BENCHMARKS.md)."""
+"""Run every benchmark, record its results in benchmarks/results/*.json and rewrite BENCHMARKS.md."""
+
+import json
+import sys
+from pathlib import Path
 
 from benchmarks import objective_speed, train_acceptance
+from benchmarks.common import RESULTS
+
+MODULES = (train_acceptance, objective_speed)
+
+
+def write_summary() -> Path:
+    """BENCHMARKS.md: for each recorded result, its machine, date, targets and figures."""
+    lines = ["# Benchmark results", "", "Written by `make bench` (`python -m benchmarks`) from "
+             "`benchmarks/results/*.json`; speed figures are ratios against a reference measured in the same run.",
+             ""]
+    for module in MODULES:
+        name = module.__name__.split(".")[-1]
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        m = data["machine"]
+        lines += [f"## {name}", "", (module.__doc__ or "").strip(), "",
+                  f"Machine: {m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']} "
+                  f"({m['torch_threads']} threads), {m['platform']}; taken {m['date']}.", "", "Targets:", ""]
+        lines += [f"- [{'x' if met else ' '}] {t}" for t, met in data["targets"].items()]
+        lines += ["", "Figures:", "", "```json", json.dumps(data["figures"], indent=2), "```", ""]
+    out = Path(__file__).parent / "BENCHMARKS.md"
+    out.write_text("\n".join(lines))
+    return out
+
 
 if __name__ == "__main__":
-    failed = []
-    for module in (train_acceptance, objective_speed):
+    missed = []
+    only = sys.argv[1:]
+    for module in MODULES:
+        if only and module.__name__.split(".")[-1] not in only:
+            continue
         print(f"== {module.__name__}")
         result = module.main()
         for target, met in result["targets"].items():
             print(f"   [{'met' if met else 'MISSED'}] {target}")
             if not met:
-                failed.append(target)
-    print("all targets met" if not failed else f"missed: {failed}")
+                missed.append(target)
+    print(f"summary written to {write_summary()}")
+    print("all targets met" if not missed else f"missed: {missed}")

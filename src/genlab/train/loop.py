@@ -144,14 +144,14 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list[Callback] | N
                 bar.set_postfix_str(_format_record(state, short=True))
             state.metrics = {}
 
-    t0 = time.perf_counter()
-    show_bar = not quiet and sys.stderr.isatty()
-    bar = tqdm(total=state.total_steps, initial=state.step, disable=not show_bar, desc=f"train {rd.path.name}",
-               unit="step", dynamic_ncols=True, file=sys.stderr)
     if not quiet:
         how = f"resuming at step {state.step}" if resumed else "starting"
         print(f"{rd.path}: {how}; {config.dataset} ({n} train) {config.model} ({objective.num_params():,} params) "
               f"{config.optimizer} lr={config.lr}, {state.total_steps} steps", file=sys.stderr)
+    t0 = time.perf_counter()
+    show_bar = not quiet and sys.stderr.isatty()
+    bar = tqdm(total=state.total_steps, initial=state.step, disable=not show_bar, desc=f"train {rd.path.name}",
+               unit="step", file=sys.stderr)
     for cb in callbacks:
         cb.on_train_start(state, resumed=resumed)
     flush_metrics()
