@@ -47,6 +47,12 @@ def test_console_script_entry_point():
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--frobnicate"], "frobnicate"),
     (["--dataset-option", "noequals"], "KEY=VALUE"),
+    (["--dataset-option", "seed=abc"], "dataset options for mnist1d"),
+    (["--dataset-option", "colour=3"], "allowed: seed, num_samples"),
+    (["--dataset", "teacher-student", "--dataset-option", "noise=-1"], "option noise must be >= 0"),
+    (["--model", "lenet5", "--dataset", "digits"], "lenet5 needs inputs of at least 12"),
+    (["--model", "resnet", "--depth", "7"], "6n+2"),
+    (["--model", "vit", "--model-option", "heads=3"], "not divisible by heads 3"),
 ])
 def test_bad_flags(capsys, tmp_path, args, needle):
     code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), *args)
@@ -98,6 +104,13 @@ def test_missing_data_files_is_one_line(capsys, tmp_path):
                            "--data-dir", str(tmp_path / "empty"))
     line = one_error_line(err)
     assert code == 2 and "train-images-idx3-ubyte.gz" in line and str(tmp_path / "empty") in line
+
+
+def test_regression_run(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--dataset", "sparse-regression",
+                             "--optimizer", "gd", "--lr", "0.05", "--steps", "5", "--quiet")
+    assert code == 0, err
+    assert "acc n/a" in out
 
 
 def test_divergence_exit_status(capsys, tmp_path):

@@ -85,9 +85,13 @@ def train_cmd(
     cfg = validate_config(TrainConfig, merge_settings(file_values, flags))
     run = train(cfg, out, quiet=quiet, overwrite=overwrite)
     s = run.summary
+
+    def fig(key: str) -> str:  # accuracy is null for regression
+        return "n/a" if s.get(key) is None else f"{s[key]:.4f}"
+
     print(f"{run.path}: {s['status']} after {s['steps']} steps ({s['wall_time_s']:.1f} s): "
-          f"train loss {s['train_loss']:.4f} acc {s['train_accuracy']:.4f} | "
-          f"test loss {s['test_loss']:.4f} acc {s['test_accuracy']:.4f}")
+          f"train loss {fig('train_loss')} acc {fig('train_accuracy')} | "
+          f"test loss {fig('test_loss')} acc {fig('test_accuracy')}")
 
 
 @app.command("datasets")

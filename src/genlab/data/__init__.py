@@ -88,7 +88,7 @@ def load_dataset(name: str, *, n_train: int | None = None, label_noise: float = 
         raise DataError(f"label_noise: must be in [0, 1] (got {label_noise})")
     try:
         x_tr, y_tr, x_te, y_te, info = spec.read(data_dir, **options)
-    except TypeError as err:  # a generator option of the wrong type
+    except (TypeError, ValueError) as err:  # a generator option of the wrong type or value
         raise DataError(f"dataset options for {name}: {err}") from None
     x_tr, y_tr = take_first(x_tr, y_tr, n_train, name)
     info = {**info, "options": {**spec.options, **options}, "n_corrupted": 0}
