@@ -18,6 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from genlab.errors import ConfigError
 
 
+def _known(kind: str, value: str, registry) -> str:
+    """``value`` if it names an entry of ``registry``, else a ValueError listing the allowed names."""
+    if value not in registry:
+        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(registry)}")
+    return value
+
+
 class TrainConfig(BaseModel):
     """Everything that defines a training run (``genlab train``).
 
@@ -64,27 +71,21 @@ class TrainConfig(BaseModel):
     def _known_dataset(cls, v: str) -> str:
         from genlab.data import DATASETS
 
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; allowed: {', '.join(DATASETS)}")
-        return v
+        return _known("dataset", v, DATASETS)
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
         from genlab.models import MODELS
 
-        if v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; allowed: {', '.join(MODELS)}")
-        return v
+        return _known("model", v, MODELS)
 
     @field_validator("optimizer")
     @classmethod
     def _known_optimizer(cls, v: str) -> str:
         from genlab.train.optimizers import OPTIMIZERS
 
-        if v not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {v!r}; allowed: {', '.join(OPTIMIZERS)}")
-        return v
+        return _known("optimizer", v, OPTIMIZERS)
 
     @field_validator("device")
     @classmethod
