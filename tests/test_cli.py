@@ -128,4 +128,6 @@ def test_listing_commands(capsys):
     assert code == 0
     for name in ("mlp", "lenet5", "cnn", "resnet", "vit"):
         assert name in out
-    assert "61706" in out  # LeNet-5 on 28x28 MNIST: the classic parameter count
+    assert "61,706" in out  # LeNet-5 on 28x28 MNIST: the classic parameter count
+    code, out, _ = run_cli(capsys, "models", "--dataset", "digits")
+    assert code == 0 and "n/a" in out  # lenet5 cannot take 8x8 inputs, and says why

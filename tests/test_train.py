@@ -144,6 +144,28 @@ def test_divergence_stops_with_step_and_keeps_checkpoint(tmp_path):
     assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
 
 
+class Poison(Callback):
+    """Makes the parameters non-finite after step `at` (as an overflowing update would)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, state):
+        if state.step == self.at - 1:
+            state.optimizer.param_groups[0]["lr"] = float("inf")
+
+
+def test_non_finite_parameters_never_reach_a_checkpoint(tmp_path):
+    cfg = TrainConfig(**SMALL, steps=20, checkpoint_every=1)
+    with pytest.raises(DivergenceError, match="non-finite parameters after step 8") as err:
+        train(cfg, tmp_path / "p", callbacks=[Poison(at=8)], quiet=True)
+    assert err.value.step == 8
+    assert read_checkpoint_metadata(tmp_path / "p" / "checkpoint.safetensors")["step"] == 7
+    tensors = load_file(str(tmp_path / "p" / "checkpoint.safetensors"))
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
+    assert json.loads((tmp_path / "p" / "summary.json").read_text())["status"] == "diverged"
+
+
 def test_other_settings_refuse_to_resume(tmp_path):
     cfg = TrainConfig(**SMALL, steps=3)
     train(cfg, tmp_path / "r", quiet=True)

@@ -120,10 +120,12 @@ def models_cmd(
         raise ConfigError(f"--dataset: unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
     spec = DATASETS[dataset]
     print(f"parameter counts for {dataset} inputs {tuple(spec.input_shape)} -> {spec.output_dim} outputs")
-    print(f"{'name':<8} {'params':>10}  description")
+    print(f"{'name':<8} {'params':>10}  {'defaults (w d a)':<18} description")
     for r in list_models(tuple(spec.input_shape), spec.output_dim):
-        count = r["parameters"] if isinstance(r["parameters"], int) else "n/a"
-        print(f"{r['name']:<8} {count:>10}  {r['description']}")
+        count = f"{r['parameters']:,}" if isinstance(r["parameters"], int) else "n/a"
+        defaults = " ".join(f"{k[0]}={r[k]}" for k in ("width", "depth", "activation") if r.get(k) is not None)
+        print(f"{r['name']:<8} {count:>10}  {defaults:<18} {r['description']}"
+              + (f" [{r['note']}]" if r.get("note") else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

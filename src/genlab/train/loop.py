@@ -168,6 +168,11 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list[Callback] | N
                         f"{read_checkpoint_metadata(rd.checkpoint)['step']}) kept in {rd.checkpoint}; "
                         f"try a smaller --lr", step=state.step + 1)
                 _step_optimizer(optimizer, objective, config, state.step)
+                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                    raise DivergenceError(
+                        f"non-finite parameters after step {state.step + 1} (its loss was {loss:.4g}); last good "
+                        f"checkpoint (step {read_checkpoint_metadata(rd.checkpoint)['step']}) kept in "
+                        f"{rd.checkpoint}; try a smaller --lr", step=state.step + 1)
                 state.step += 1
                 state.batch_loss = loss
                 bar.update(1)
