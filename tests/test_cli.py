@@ -131,3 +131,37 @@ def test_listing_commands(capsys):
     assert "61,706" in out  # LeNet-5 on 28x28 MNIST: the classic parameter count
     code, out, _ = run_cli(capsys, "models", "--dataset", "digits")
     assert code == 0 and "n/a" in out  # lenet5 cannot take 8x8 inputs, and says why
+
+
+def test_progress_bar_on_a_terminal_and_quiet(tmp_path):
+    """On a terminal `genlab train` draws a progress bar; with --quiet it prints only the result line."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    def run_on_pty(*extra):
+        pid, fd = pty.fork()
+        if pid == 0:  # child: the CLI, with the pty as its terminal
+            os.execv(sys.executable, [sys.executable, "-m", "genlab.cli", "train", "--dataset", "mnist1d",
+                                      "--n-train", "500", "--model", "mlp", "--epochs", "3",
+                                      "--out", str(tmp_path / f"r{len(extra)}"), *extra])
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        chunks = []
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+
+    code, text = run_on_pty()
+    assert code == 0, text
+    assert "step/s" in text and "24/24" in text  # tqdm's bar reached the last step
+    code, text = run_on_pty("--quiet")
+    assert code == 0 and "step/s" not in text and "complete after 24 steps" in text
