@@ -184,6 +184,27 @@ def test_complete_run_is_not_retrained_and_can_be_extended(tmp_path):
     train(cfg.model_copy(update={"epochs": 3}), tmp_path / "r", quiet=True)
     train(cfg.model_copy(update={"epochs": 3}), tmp_path / "straight", quiet=True)
     assert_same_params(tmp_path / "r", tmp_path / "straight")
+    assert load_run(tmp_path / "r").config.epochs == 3  # config.json holds the settings now in force
+
+
+def test_resume_refuses_changed_data(tmp_path):
+    """Resuming with --data-dir pointing at other files (same format, other labels) is refused."""
+    import gzip
+    import struct
+
+    from test_data import write_idx
+
+    write_idx(tmp_path / "a" / "mnist", n=40)
+    write_idx(tmp_path / "b" / "mnist", n=40)
+    labels = struct.pack(">II", 2049, 40) + bytes((i * 3) % 10 for i in range(40))
+    (tmp_path / "b" / "mnist" / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    cfg = TrainConfig(dataset="mnist", model="mlp", width=8, steps=6, batch_size=10, checkpoint_every=2,
+                      data_dir=str(tmp_path / "a"))
+    with pytest.raises(Crash.Boom):
+        train(cfg, tmp_path / "r", callbacks=[Crash(at=3)], quiet=True)
+    with pytest.raises(CheckpointError, match="differs from the data it was trained on"):
+        train(cfg.model_copy(update={"data_dir": str(tmp_path / "b")}), tmp_path / "r", quiet=True)
+    assert train(cfg, tmp_path / "r", quiet=True).summary["status"] == "complete"
 
 
 def test_gd_step_is_full_batch_gradient_step(tmp_path):

@@ -79,132 +79,183 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list[Callback] | N
     resumes from its checkpoint (or, if it completed, extends it when ``epochs``
     or ``steps`` grew, and otherwise does nothing). ``overwrite`` discards it.
 
+    Args:
+        config: the run's settings.
+        out: the run directory (created if needed).
+        callbacks: extra :class:`Callback` objects, run after the built-in evaluation.
+        quiet: no progress bar or progress lines.
+        overwrite: delete a run with other settings found in ``out`` instead of refusing.
+
     Raises:
-        DivergenceError: a non-finite loss; the last good checkpoint is kept.
+        DivergenceError: a non-finite loss or parameters; the last good checkpoint is kept.
         TrainingInterrupted: Ctrl-C; a checkpoint of the last completed step was saved.
-        CheckpointError: ``out`` holds a run with other settings, or a corrupt checkpoint.
+        CheckpointError: ``out`` holds a run with other settings or data, or a corrupt checkpoint.
     """
     rd = RunDir(out)
     if overwrite and rd.path.exists():
         for p in (rd.config, rd.env, rd.metrics, rd.summary, rd.checkpoint, rd.model):
             p.unlink(missing_ok=True)
-    resuming = rd.config.is_file()
-    if resuming:
+    if rd.config.is_file():
         _check_resumable(rd, config)
-    device = resolve_device(config.device)
-    data = load_data(config)
-    model = make_model(config, data, device)
-    optimizer = build_optimizer(model.parameters(), config)
-    objective, test_objective = make_objectives(config, data, model)
-    n = objective.n
-    state = TrainState(config=config, model=model, optimizer=optimizer, objective=objective,
-                       test_objective=test_objective, total_steps=total_steps(config, n),
-                       steps_per_epoch=steps_per_epoch(config, n))
-    every = config.eval_every or state.steps_per_epoch
-    callbacks = [EvalCallback(every), *(callbacks or [])]
-    checkpoint_every = config.checkpoint_every or every
-    fingerprint = data_fingerprint(data)
-
-    elapsed_before = 0.0
-    resumed = resuming and rd.checkpoint.is_file()
-    if resumed:
-        meta = load_checkpoint(rd.checkpoint, model, optimizer)
-        state.step = meta["step"]
-        elapsed_before = meta["extra"].get("elapsed", 0.0)
-        for cb, cb_state in zip(callbacks, meta["extra"].get("callbacks", [])):
-            cb.load_state_dict(cb_state)
-        rd.truncate_metrics(state.step)
-        if state.step >= state.total_steps and rd.model.is_file():
-            if not quiet:
-                print(f"{rd.path}: run already complete ({state.step} steps); nothing to do", file=sys.stderr)
-            return load_run(rd.path, device=str(device))
+    session = _Session(config, rd, callbacks or [], quiet)
+    if session.restore() and session.state.step >= session.state.total_steps and rd.model.is_file():
+        if not quiet:
+            print(f"{rd.path}: run already complete ({session.state.step} steps); nothing to do", file=sys.stderr)
     else:
-        if resuming:  # config written but no checkpoint yet: start afresh
-            rd.metrics.unlink(missing_ok=True)
-        torch.manual_seed(config.seed + 1)  # dropout stream, independent of the init stream
-        rd.create()
-        write_json_atomic(rd.config, config.model_dump())
-        write_json_atomic(rd.env, {**environment_info(config.seed, str(device)), "data_fingerprint": fingerprint,
-                                   "num_params": objective.num_params(), "n_train": n,
-                                   "n_test": test_objective.n})
-    rd.summary.unlink(missing_ok=True)
+        session.run()
+    return load_run(rd.path, device=str(session.device))
 
-    def save(step: int) -> None:
-        save_checkpoint(rd.checkpoint, step, model, optimizer,
-                        extra={"elapsed": elapsed_before + time.perf_counter() - t0,
-                               "callbacks": [cb.state_dict() for cb in callbacks]})
 
-    def flush_metrics() -> None:
-        if state.metrics:
-            rd.append_metrics({"step": state.step, "epoch": state.epoch,
-                               "time": elapsed_before + time.perf_counter() - t0, **state.metrics})
-            if not quiet and not show_bar:
-                print(_format_record(state), file=sys.stderr)
-            elif show_bar:
-                bar.set_postfix_str(_format_record(state, short=True))
-            state.metrics = {}
+class _Session:
+    """One call of :func:`train`: the live model, optimizer and state, and the run directory they write."""
 
-    if not quiet:
-        how = f"resuming at step {state.step}" if resumed else "starting"
-        print(f"{rd.path}: {how}; {config.dataset} ({n} train) {config.model} ({objective.num_params():,} params) "
-              f"{config.optimizer} lr={config.lr}, {state.total_steps} steps", file=sys.stderr)
-    t0 = time.perf_counter()
-    show_bar = not quiet and sys.stderr.isatty()
-    bar = tqdm(total=state.total_steps, initial=state.step, disable=not show_bar, desc=f"train {rd.path.name}",
-               unit="step", file=sys.stderr)
-    for cb in callbacks:
-        cb.on_train_start(state, resumed=resumed)
-    flush_metrics()
-    if not resumed:
-        save(0)
-    try:
-        with _StopOnSigint() as stop:
-            while state.step < state.total_steps and not stop.requested:
-                optimizer.zero_grad(set_to_none=True)
-                loss = objective.accumulate_grad(batch_indices(config, n, state.step))
-                if not math.isfinite(loss):
-                    raise DivergenceError(
-                        f"non-finite loss ({loss}) at step {state.step + 1}; last good checkpoint (step "
-                        f"{read_checkpoint_metadata(rd.checkpoint)['step']}) kept in {rd.checkpoint}; "
-                        f"try a smaller --lr", step=state.step + 1)
-                _step_optimizer(optimizer, objective, config, state.step)
-                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                    raise DivergenceError(
-                        f"non-finite parameters after step {state.step + 1} (its loss was {loss:.4g}); last good "
-                        f"checkpoint (step {read_checkpoint_metadata(rd.checkpoint)['step']}) kept in "
-                        f"{rd.checkpoint}; try a smaller --lr", step=state.step + 1)
-                state.step += 1
-                state.batch_loss = loss
-                bar.update(1)
-                for cb in callbacks:
-                    cb.on_step_end(state)
-                flush_metrics()
-                if state.step % checkpoint_every == 0 or state.step == state.total_steps:
-                    save(state.step)
-    except DivergenceError as err:
-        bar.close()
-        _write_summary(rd, state, "diverged", elapsed_before + time.perf_counter() - t0, fingerprint,
-                       message=str(err))
-        raise
-    except KeyboardInterrupt:  # a second Ctrl-C, possibly mid-step: keep the last checkpoint as it is
-        bar.close()
-        kept = read_checkpoint_metadata(rd.checkpoint)["step"]
-        _write_summary(rd, state, "interrupted", elapsed_before + time.perf_counter() - t0, fingerprint)
-        raise TrainingInterrupted(f"interrupted during step {state.step + 1}; checkpoint of step {kept} kept in "
-                                  f"{rd.checkpoint}; rerun the same command to resume") from None
-    if state.step < state.total_steps:  # first Ctrl-C: stopped cleanly at a step boundary
-        bar.close()
-        save(state.step)
-        _write_summary(rd, state, "interrupted", elapsed_before + time.perf_counter() - t0, fingerprint)
-        raise TrainingInterrupted(f"interrupted at step {state.step}/{state.total_steps}; checkpoint saved in "
-                                  f"{rd.checkpoint}; rerun the same command to resume")
-    bar.close()
-    for cb in callbacks:
-        cb.on_train_end(state)
-    flush_metrics()
-    save_state_dict(rd.model, model.state_dict(), metadata={"format": "genlab-model-1"})
-    _write_summary(rd, state, "complete", elapsed_before + time.perf_counter() - t0, fingerprint)
-    return load_run(rd.path, device=str(device))
+    def __init__(self, config: TrainConfig, rd: RunDir, callbacks: list[Callback], quiet: bool):
+        self.config, self.rd, self.quiet = config, rd, quiet
+        self.device = resolve_device(config.device)
+        self.data = load_data(config)
+        self.model = make_model(config, self.data, self.device)
+        self.optimizer = build_optimizer(self.model.parameters(), config)
+        objective, test_objective = make_objectives(config, self.data, self.model)
+        n = objective.n
+        self.state = TrainState(config=config, model=self.model, optimizer=self.optimizer, objective=objective,
+                                test_objective=test_objective, total_steps=total_steps(config, n),
+                                steps_per_epoch=steps_per_epoch(config, n))
+        every = config.eval_every or self.state.steps_per_epoch
+        self.callbacks = [EvalCallback(every), *callbacks]
+        self.checkpoint_every = config.checkpoint_every or every
+        self.fingerprint = data_fingerprint(self.data)
+        self.resumed = False
+        self.elapsed_before = 0.0
+        self.t0 = time.perf_counter()
+        self.bar = None
+
+    # ------------------------------------------------------------- set-up
+    def restore(self) -> bool:
+        """Load the checkpoint if there is one (returns True), else start a fresh run directory."""
+        rd, state = self.rd, self.state
+        self.resumed = rd.config.is_file() and rd.checkpoint.is_file()
+        if self.resumed:
+            recorded = rd.read_json(rd.env).get("data_fingerprint") if rd.env.is_file() else None
+            if recorded and recorded != self.fingerprint:
+                raise CheckpointError(f"the data for {rd.path} differs from the data it was trained on (fingerprint "
+                                      f"{self.fingerprint} vs {recorded}); check GENLAB_DATA / --data-dir")
+            meta = load_checkpoint(rd.checkpoint, self.model, self.optimizer)
+            state.step = meta["step"]
+            self.elapsed_before = meta["extra"].get("elapsed", 0.0)
+            for cb, cb_state in zip(self.callbacks, meta["extra"].get("callbacks", [])):
+                cb.load_state_dict(cb_state)
+            rd.truncate_metrics(state.step)
+        else:
+            rd.metrics.unlink(missing_ok=True)  # a config written but no checkpoint yet: start afresh
+            torch.manual_seed(self.config.seed + 1)  # dropout stream, independent of the init stream
+            rd.create()
+            write_json_atomic(rd.env, {**environment_info(self.config.seed, str(self.device)),
+                                       "data_fingerprint": self.fingerprint, "num_params": state.objective.num_params(),
+                                       "n_train": state.objective.n, "n_test": state.test_objective.n})
+        # the settings now in force (a resumed run may have been lengthened)
+        write_json_atomic(rd.config, self.config.model_dump())
+        return self.resumed
+
+    # ---------------------------------------------------------- bookkeeping
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+    def save(self) -> None:
+        save_checkpoint(self.rd.checkpoint, self.state.step, self.model, self.optimizer,
+                        extra={"elapsed": self.elapsed(), "callbacks": [cb.state_dict() for cb in self.callbacks]})
+
+    def flush_metrics(self) -> None:
+        state = self.state
+        if not state.metrics:
+            return
+        self.rd.append_metrics({"step": state.step, "epoch": state.epoch, "time": self.elapsed(), **state.metrics})
+        if self.bar is not None and not self.bar.disable:
+            self.bar.set_postfix_str(_format_record(state, short=True))
+        elif not self.quiet:
+            print(_format_record(state), file=sys.stderr)
+        state.metrics = {}
+
+    def kept_step(self) -> int:
+        return read_checkpoint_metadata(self.rd.checkpoint)["step"]
+
+    def stop(self, status: str, message: str | None = None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        _write_summary(self.rd, self.state, status, self.elapsed(), self.fingerprint, message)
+
+    # ---------------------------------------------------------------- steps
+    def one_step(self) -> None:
+        """Gradient, checks, optimizer step, callbacks, metrics, checkpoint: one step of the run."""
+        state, config = self.state, self.config
+        indices = batch_indices(config, state.objective.n, state.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        if getattr(self.optimizer, "needs_closure", False):  # multi-sample / line-search optimizers
+
+            def closure():
+                self.optimizer.zero_grad(set_to_none=True)
+                return state.objective.accumulate_grad(indices)
+
+            loss = float(self.optimizer.step(closure))
+        else:
+            loss = state.objective.accumulate_grad(indices)
+            if not math.isfinite(loss):
+                raise DivergenceError(f"non-finite loss ({loss}) at step {state.step + 1}; last good checkpoint "
+                                      f"(step {self.kept_step()}) kept in {self.rd.checkpoint}; try a smaller --lr",
+                                      step=state.step + 1)
+            self.optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise DivergenceError(f"non-finite parameters after step {state.step + 1} (its loss was {loss:.4g}); "
+                                  f"last good checkpoint (step {self.kept_step()}) kept in {self.rd.checkpoint}; "
+                                  f"try a smaller --lr", step=state.step + 1)
+        state.step += 1
+        state.batch_loss = loss
+        self.bar.update(1)
+        for cb in self.callbacks:
+            cb.on_step_end(state)
+        self.flush_metrics()
+        if state.step % self.checkpoint_every == 0 or state.step == state.total_steps:
+            self.save()
+
+    def run(self) -> None:
+        """Train to ``total_steps``, then write the final model and the summary."""
+        state, rd = self.state, self.rd
+        rd.summary.unlink(missing_ok=True)
+        if not self.quiet:
+            how = f"resuming at step {state.step}" if self.resumed else "starting"
+            print(f"{rd.path}: {how}; {self.config.dataset} ({state.objective.n} train) {self.config.model} "
+                  f"({state.objective.num_params():,} params) {self.config.optimizer} lr={self.config.lr}, "
+                  f"{state.total_steps} steps", file=sys.stderr)
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(total=state.total_steps, initial=state.step, desc=f"train {rd.path.name}", unit="step",
+                        disable=self.quiet or not sys.stderr.isatty(), file=sys.stderr)
+        for cb in self.callbacks:
+            cb.on_train_start(state, resumed=self.resumed)
+        self.flush_metrics()
+        if not self.resumed:
+            self.save()
+        try:
+            with _StopOnSigint() as sigint:
+                while state.step < state.total_steps and not sigint.requested:
+                    self.one_step()
+        except DivergenceError as err:
+            self.stop("diverged", message=str(err))
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C, possibly mid-step: keep the last checkpoint as it is
+            self.stop("interrupted")
+            raise TrainingInterrupted(f"interrupted during step {state.step + 1}; checkpoint of step "
+                                      f"{self.kept_step()} kept in {rd.checkpoint}; rerun the same command to "
+                                      f"resume") from None
+        if state.step < state.total_steps:  # first Ctrl-C: stopped cleanly at a step boundary
+            self.save()
+            self.stop("interrupted")
+            raise TrainingInterrupted(f"interrupted at step {state.step}/{state.total_steps}; checkpoint saved in "
+                                      f"{rd.checkpoint}; rerun the same command to resume")
+        self.bar.close()
+        for cb in self.callbacks:
+            cb.on_train_end(state)
+        self.flush_metrics()
+        save_state_dict(rd.model, self.model.state_dict(), metadata={"format": "genlab-model-1"})
+        self.stop("complete")
 
 
 class _StopOnSigint:
@@ -234,21 +285,6 @@ class _StopOnSigint:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         return False
-
-
-def _step_optimizer(optimizer: torch.optim.Optimizer, objective, config: TrainConfig, step: int) -> None:
-    """One optimizer step; optimizers needing a closure (line searches, multi-sample methods) get one."""
-    needs_closure = getattr(optimizer, "needs_closure", False)
-    if needs_closure:
-        idx = batch_indices(config, objective.n, step)
-
-        def closure():
-            optimizer.zero_grad(set_to_none=True)
-            return objective.accumulate_grad(idx)
-
-        optimizer.step(closure)
-    else:
-        optimizer.step()
 
 
 def _format_record(state: TrainState, short: bool = False) -> str:

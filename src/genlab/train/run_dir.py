@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from genlab.jsonio import jsonable, write_json_atomic
+from genlab.jsonio import jsonable
 
 
 class RunDir:
