@@ -1,6 +1,7 @@
 """The genlab command: one clear line and exit status 2 for every kind of bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -59,6 +60,24 @@ def test_bad_flags(capsys, tmp_path, args, needle):
     assert code == 2
     assert needle in one_error_line(err)
     assert not (tmp_path / "r" / "checkpoint.safetensors").exists()
+
+
+def test_out_is_a_file_or_unwritable(capsys, tmp_path):
+    (tmp_path / "f").write_text("x")
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "f"), "--steps", "1")
+    assert code == 2 and "exists and is not a directory" in one_error_line(err)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: use a path under a file instead
+            target = tmp_path / "f" / "run"
+        else:
+            target = locked / "run"
+        code, _, err = run_cli(capsys, "train", "--out", str(target), "--steps", "1", "--n-train", "50")
+        assert code in (1, 2) and str(tmp_path) in one_error_line(err)
+    finally:
+        locked.chmod(0o700)
 
 
 def test_missing_out(capsys):

@@ -145,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     except GenlabError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
         code = e.exit_code
+    except OSError as e:  # unwritable --out, full disk, ...: the OS's reason and the path, on one line
+        where = f": {e.filename}" if e.filename else ""
+        print(f"genlab: error: {e.strerror or e}{where}", file=sys.stderr)
+        code = 1
     except tex.TyperException as e:  # bad flags: unknown option, bad type, missing value
         hint = ""
         ctx = getattr(e, "ctx", None)

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genlab.config import TrainConfig
-from genlab.errors import CheckpointError, DivergenceError, GenlabError
+from genlab.errors import CheckpointError, ConfigError, DivergenceError, GenlabError
 from genlab.train.run import (Run, data_fingerprint, load_data, load_run, make_model, make_objectives,
                         read_run_config, resolve_device)
 from genlab.train.callbacks import Callback, EvalCallback, TrainState
@@ -92,6 +92,8 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list[Callback] | N
         CheckpointError: ``out`` holds a run with other settings or data, or a corrupt checkpoint.
     """
     rd = RunDir(out)
+    if rd.path.exists() and not rd.path.is_dir():
+        raise ConfigError(f"--out {rd.path} exists and is not a directory; give a directory for the run")
     if overwrite and rd.path.exists():
         for p in (rd.config, rd.env, rd.metrics, rd.summary, rd.checkpoint, rd.model):
             p.unlink(missing_ok=True)

@@ -1,0 +1,35 @@
+"""The README's Python examples run as written (docs move with code), and module doctests pass."""
+
+import doctest
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT / ".." / "shared" / "data"
+
+
+def readme_python_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    blocks = readme_python_blocks()
+    assert blocks, "the README has Python examples"
+    if any("fashion-mnist" in b for b in blocks) and not (SHARED / "fashion-mnist").is_dir():
+        pytest.skip(f"the README example reads Fashion-MNIST, absent from {SHARED}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GENLAB_DATA", str(SHARED.resolve()))
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    assert (tmp_path / "runs" / "c" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("module", ["genlab.objective", "genlab.models", "genlab.data"])
+def test_module_doctests(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
