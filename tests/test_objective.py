@@ -1,5 +1,7 @@
 """The Objective against independent references: dense Hessians, loops, autograd."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -124,6 +126,15 @@ def test_evaluate_accuracy_and_eval_mode():
     assert model.training  # mode restored
     onehot = nn.functional.one_hot(y, 3).float()
     assert Objective(model, x, onehot, loss="mse").evaluate()["accuracy"] == 1.0
+
+
+def test_accuracy_only_for_classes():
+    model, x, y = tiny_problem("mse")  # 3 real-valued outputs: regression
+    assert not Objective(model, x, y, loss="mse").classification
+    assert math.isnan(Objective(model, x, y, loss="mse").evaluate()["accuracy"])
+    onehot = nn.functional.one_hot(torch.arange(len(x)) % 3, 3).double()
+    assert Objective(model, x, onehot, loss="mse").classification
+    assert Objective(model, x, y, loss="mse", classification=True).classification
 
 
 def test_bad_input():

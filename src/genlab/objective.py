@@ -88,13 +88,16 @@ class Objective:
         batch_size: examples per chunk when a method sums over the whole dataset;
             results do not depend on it (up to float rounding).
         device: where to compute; defaults to the model's device.
+        classification: whether accuracy is defined (the targets are classes);
+            default: integer targets, or float targets whose rows are one-hot.
 
     Parameters are passed as a ``{name: tensor}`` dict (the model's
     ``named_parameters`` names); ``None`` means the model's current parameters.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce",
-                 batch_size: int = 1000, device: torch.device | str | None = None):
+                 batch_size: int = 1000, device: torch.device | str | None = None,
+                 classification: bool | None = None):
         if loss not in LOSSES:
             raise ConfigError(f"loss: unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")
         if len(x) != len(y):
@@ -110,6 +113,7 @@ class Objective:
         self.y = y.to(self.device, dtype=dtype if y.is_floating_point() else y.dtype)
         self.loss_name = loss
         self.batch_size = int(batch_size)
+        self.classification = _looks_like_classes(self.y) if classification is None else bool(classification)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -219,10 +223,10 @@ class Objective:
     def evaluate(self, params: Params | None = None) -> dict[str, float]:
         """``{"loss": mean loss, "accuracy": fraction correct}`` over the dataset (eval mode).
 
-        Accuracy is ``nan`` for regression targets (float targets with one column).
+        Accuracy is ``nan`` for regression targets (see ``classification``).
         """
         total, correct, count = 0.0, 0, 0
-        classify = not (self.y.is_floating_point() and (self.y.dim() == 1 or self.y.shape[1] == 1))
+        classify = self.classification
         with torch.no_grad(), self.eval_mode():
             for xb, yb in self.chunks():
                 out = self.forward(xb, params)
@@ -286,6 +290,15 @@ class Objective:
     def _detached(self, params: Params | None) -> Params:
         src = self.params() if params is None else params
         return {k: v.detach().clone() if params is None else v.detach() for k, v in src.items()}
+
+
+def _looks_like_classes(y: torch.Tensor) -> bool:
+    """Integer class indices, or float rows that are one-hot (what ``mse`` classification uses)."""
+    if not y.is_floating_point():
+        return True
+    if y.dim() != 2 or y.shape[1] < 2:
+        return False
+    return bool(((y == 0) | (y == 1)).all() and (y.sum(dim=1) == 1).all())
 
 
 def params_to_vector(params: Mapping[str, torch.Tensor]) -> torch.Tensor:

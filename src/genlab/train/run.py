@@ -67,7 +67,8 @@ def make_model(config: TrainConfig, data: Dataset, device: torch.device) -> torc
 
 def make_objectives(config: TrainConfig, data: Dataset, model: torch.nn.Module) -> tuple[Objective, Objective]:
     """Objectives on the training and on the test set (same model, same loss)."""
-    kw = {"loss": data.loss, "batch_size": config.eval_batch_size}
+    kw = {"loss": data.loss, "batch_size": config.eval_batch_size,
+          "classification": data.task == "classification"}
     return Objective(model, data.x_train, data.y_train, **kw), Objective(model, data.x_test, data.y_test, **kw)
 
 
