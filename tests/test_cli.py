@@ -118,6 +118,22 @@ def test_config_file_and_flag_override(capsys, tmp_path):
     assert "complete after 2 steps" in out
 
 
+def test_rerun_from_a_run_config_with_option_override(capsys, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('dataset = "teacher-student"\nsteps = 2\nlr = 0.01\n[dataset_options]\ninput_dim = 5\nnoise = 0.5\n')
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "a"), "--config", str(cfg), "--quiet",
+                           "--dataset-option", "noise=0.0")
+    assert code == 0, err
+    stored = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert stored["dataset_options"] == {"input_dim": 5, "noise": 0.0}
+    # a run's own config.json is a valid config file: the same run again, elsewhere
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "b"), "--config",
+                           str(tmp_path / "a" / "config.json"), "--quiet")
+    assert code == 0, err
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["train_loss"] == json.loads(
+        (tmp_path / "a" / "summary.json").read_text())["train_loss"]
+
+
 def test_missing_data_files_is_one_line(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--dataset", "fashion-mnist",
                            "--data-dir", str(tmp_path / "empty"))

@@ -163,7 +163,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def merge_settings(file_values: dict[str, Any] | None, flag_values: dict[str, Any]) -> dict[str, Any]:
     """File settings overridden by the flags that were given (``None`` means not given)."""
     merged = dict(file_values or {})
-    merged.update({k: v for k, v in flag_values.items() if v is not None})
+    for key, value in flag_values.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}  # KEY=VALUE flags override single options of a file table
+        else:
+            merged[key] = value
     return merged
 
 
