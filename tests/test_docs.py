@@ -33,3 +33,14 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
 def test_module_doctests(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_readme_config_examples_validate():
+    import tomllib
+
+    from genlab.config import TrainConfig, validate_config
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    assert blocks
+    for block in blocks:
+        validate_config(TrainConfig, tomllib.loads(block))

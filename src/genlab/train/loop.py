@@ -32,7 +32,7 @@ from genlab.train.run_dir import RunDir, environment_info
 
 
 class TrainingInterrupted(GenlabError):
-    """Ctrl-C during training: the checkpoint was saved; rerunning resumes."""
+    """Ctrl-C or SIGTERM during training: the checkpoint was saved; rerunning resumes."""
 
     exit_code = 130
 
@@ -261,12 +261,14 @@ class _Session:
 
 
 class _StopOnSigint:
-    """First Ctrl-C asks the loop to stop at the next step boundary (so the saved
-    state is consistent); a second one interrupts at once."""
+    """The first Ctrl-C (SIGINT) or SIGTERM (a scheduler pre-empting the job) asks the loop to stop at the
+    next step boundary, so the saved state is consistent; a second one interrupts at once."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._previous: dict = {}
 
     def _handle(self, signum, frame):
         if self.requested:
@@ -277,15 +279,17 @@ class _StopOnSigint:
         import signal
         import threading
 
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for name in self.SIGNALS:
+                sig = getattr(signal, name)
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc):
         import signal
 
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
         return False
 
 
