@@ -11,6 +11,7 @@ and recomputes the same steps bit for bit.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -53,11 +54,16 @@ def batch_indices(config: TrainConfig, n: int, step: int) -> torch.Tensor | None
     """Indices of the examples used by step ``step`` (0-based); ``None`` for full-batch steps."""
     if OPTIMIZERS[config.optimizer].full_batch:
         return None
-    spe = steps_per_epoch(config, n)
-    epoch, pos = divmod(step, spe)
-    seed = np.random.SeedSequence([config.seed, epoch]).generate_state(1)[0]
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    epoch, pos = divmod(step, steps_per_epoch(config, n))
+    perm = _epoch_permutation(config.seed, epoch, n)
     return perm[pos * config.batch_size:(pos + 1) * config.batch_size]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The order of the training points in one epoch: a function of (seed, epoch) alone."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1)[0]
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(state)))
 
 
 def _check_resumable(rd: RunDir, config: TrainConfig) -> None:
@@ -205,7 +211,7 @@ class _Session:
                                       f"(step {self.kept_step()}) kept in {self.rd.checkpoint}; try a smaller --lr",
                                       step=state.step + 1)
             self.optimizer.step()
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
             raise DivergenceError(f"non-finite parameters after step {state.step + 1} (its loss was {loss:.4g}); "
                                   f"last good checkpoint (step {self.kept_step()}) kept in {self.rd.checkpoint}; "
                                   f"try a smaller --lr", step=state.step + 1)
