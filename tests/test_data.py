@@ -29,6 +29,25 @@ def test_mnist1d_shapes_balance_and_standardisation():
     assert torch.equal(load_dataset("mnist1d").x_train, d.x_train)  # deterministic
 
 
+def test_mnist1d_matches_the_reference_generator():
+    """Pinned values of the official MNIST-1D (seed 42).
+
+    Obtained once by running the reference procedure (greydanus/mnist1d ``make_dataset`` with its default
+    arguments, global numpy seed 42) next to ours: every value and label agreed exactly. The pins keep a numpy
+    or scipy upgrade from silently changing the dataset.
+    """
+    from genlab.data.mnist1d import generate
+
+    x_train, y_train, x_test, y_test = generate(42, 5000)
+    assert y_train[:12].tolist() == [2, 6, 4, 5, 6, 6, 6, 0, 3, 1, 6, 9]
+    assert y_test[:12].tolist() == [2, 6, 3, 9, 4, 3, 1, 9, 5, 2, 0, 7]
+    np.testing.assert_allclose(x_train[0, :6], [-0.3320056674, -0.4719103657, -0.7786970763, -1.0097408265,
+                                                -0.8823525654, 0.1039348126], atol=1e-9)
+    np.testing.assert_allclose(x_test[-1, -4:], [0.4472328851, 0.6598756471, 0.8777343498, 1.1931518368],
+                               atol=1e-9)
+    assert np.abs(x_train).sum() == pytest.approx(118338.29510719894, rel=1e-12)
+
+
 def test_mnist1d_templates_whitened():
     t = templates()
     np.testing.assert_allclose(t[:, 0], 0.0, atol=1e-12)
