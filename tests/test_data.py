@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from genlab.data import DATASETS, list_datasets, load_dataset
+from genlab.data import DATASETS, list_datasets, load_dataset, resolve_data_dir
 from genlab.data.mnist1d import templates
 from genlab.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED = resolve_data_dir()[0]  # $GENLAB_DATA, else ../shared/data, as genlab itself looks
 
 
 def test_mnist1d_shapes_balance_and_standardisation():
@@ -69,7 +69,7 @@ def test_digits():
 @pytest.mark.parametrize("name, mean, std", [("mnist", 0.1307, 0.3081), ("fashion-mnist", 0.2860, 0.3530)])
 def test_idx_datasets_from_shared_data(name, mean, std):
     if not (SHARED / name).is_dir():
-        pytest.skip(f"{SHARED / name} is absent on this machine")
+        pytest.skip(f"{SHARED / name} is absent on this machine (set GENLAB_DATA)")
     d = load_dataset(name, data_dir=SHARED)
     assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
     assert int(d.y_train.min()) == 0 and int(d.y_train.max()) == 9

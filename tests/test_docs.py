@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from genlab.data import resolve_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT / ".." / "shared" / "data"
+SHARED = resolve_data_dir()[0]  # $GENLAB_DATA, else ../shared/data, as genlab itself looks
 
 
 def readme_python_blocks() -> list[str]:
@@ -20,7 +22,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     blocks = readme_python_blocks()
     assert blocks, "the README has Python examples"
     if any("fashion-mnist" in b for b in blocks) and not (SHARED / "fashion-mnist").is_dir():
-        pytest.skip(f"the README example reads Fashion-MNIST, absent from {SHARED}")
+        pytest.skip(f"the README example reads Fashion-MNIST, absent from {SHARED} (set GENLAB_DATA)")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GENLAB_DATA", str(SHARED.resolve()))
     namespace: dict = {}
