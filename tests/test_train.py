@@ -142,6 +142,8 @@ def test_divergence_stops_with_step_and_keeps_checkpoint(tmp_path):
     assert meta["step"] == err.value.step - 1
     tensors = load_file(str(tmp_path / "d" / "checkpoint.safetensors"))
     assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
+    run = load_run(tmp_path / "d")  # a diverged run still loads: its last good checkpoint
+    assert run.status == "diverged" and all(torch.isfinite(p).all() for p in run.model.parameters())
 
 
 class Poison(Callback):
