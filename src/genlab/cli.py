@@ -104,7 +104,7 @@ def datasets_cmd() -> None:
     for r in rows:
         shape = "x".join(str(s) for s in r["input_shape"])
         print(f"{r['name']:<18} {r['task']:<15} {r['n_train']:>7} {r['n_test']:>7} {shape:<12} "
-              f"{r.get('output_dim') or r.get('classes') or '':>4}  {r['available']}")
+              f"{r['output_dim']:>4}  {r['available']}")
 
 
 @app.command("models")

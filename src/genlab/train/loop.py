@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from genlab.config import TrainConfig
 from genlab.errors import CheckpointError, ConfigError, DivergenceError, GenlabError
-from genlab.train.run import (Run, data_fingerprint, load_data, load_run, make_model, make_objectives,
+from genlab.train.run import (Run, check_same_data, data_fingerprint, load_data, load_run, make_model, make_objectives,
                         read_run_config, resolve_device)
 from genlab.train.callbacks import Callback, EvalCallback, TrainState
 from genlab.train.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint, save_state_dict
@@ -143,10 +143,7 @@ class _Session:
         rd, state = self.rd, self.state
         self.resumed = rd.config.is_file() and rd.checkpoint.is_file()
         if self.resumed:
-            recorded = rd.read_json(rd.env).get("data_fingerprint") if rd.env.is_file() else None
-            if recorded and recorded != self.fingerprint:
-                raise CheckpointError(f"the data for {rd.path} differs from the data it was trained on (fingerprint "
-                                      f"{self.fingerprint} vs {recorded}); check GENLAB_DATA / --data-dir")
+            check_same_data(rd, self.fingerprint)
             meta = load_checkpoint(rd.checkpoint, self.model, self.optimizer)
             state.step = meta["step"]
             self.elapsed_before = meta["extra"].get("elapsed", 0.0)

@@ -50,6 +50,14 @@ def data_fingerprint(data: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
+def check_same_data(rd: RunDir, fingerprint: str) -> None:
+    """Raise :class:`CheckpointError` if the run was trained on data with another fingerprint."""
+    recorded = rd.read_json(rd.env).get("data_fingerprint") if rd.env.is_file() else None
+    if recorded and recorded != fingerprint:
+        raise CheckpointError(f"the data for {rd.path} differs from the data it was trained on (fingerprint "
+                              f"{fingerprint} vs {recorded}); check GENLAB_DATA / --data-dir")
+
+
 def load_data(config: TrainConfig) -> Dataset:
     """The dataset a config names, with its subset, label-noise and loss options applied."""
     return load_dataset(config.dataset, n_train=config.n_train, label_noise=config.label_noise, loss=config.loss,
@@ -128,11 +136,7 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
     config = read_run_config(rd.path)
     dev = resolve_device(device or config.device)
     data = load_data(config)
-    if rd.env.is_file():
-        recorded = rd.read_json(rd.env).get("data_fingerprint")
-        if recorded and recorded != data_fingerprint(data):
-            raise CheckpointError(f"the data rebuilt for {rd.path} differs from the data it was trained on "
-                                  f"(fingerprint {data_fingerprint(data)} vs {recorded}); check GENLAB_DATA")
+    check_same_data(rd, data_fingerprint(data))
     model = make_model(config, data, dev)
     if rd.model.is_file():
         state = load_state_dict(rd.model)
