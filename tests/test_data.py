@@ -1,6 +1,7 @@
 """Datasets: shapes, normalisation, determinism, transforms and clear errors for bad files."""
 
 import gzip
+import json
 import struct
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from genlab.data import DATASETS, list_datasets, load_dataset, resolve_data_dir
 from genlab.data.mnist1d import templates
+from genlab.data.synthetic import sparse_regression, teacher_student
 from genlab.errors import DataError
 
 SHARED = resolve_data_dir()[0]  # $GENLAB_DATA, else ../shared/data, as genlab itself looks
@@ -48,6 +50,17 @@ def test_mnist1d_matches_the_reference_generator():
     assert np.abs(x_train).sum() == pytest.approx(118338.29510719894, rel=1e-12)
 
 
+def test_loaded_tensors_do_not_share_the_cache():
+    a = load_dataset("mnist1d")
+    expected_y, expected_x = int(a.y_train[0]), float(a.x_train[0, 0])
+    a.y_train[0] = (expected_y + 1) % 10
+    a.x_train[0, 0] = 1e6
+    a.labels_test[0] = (int(a.labels_test[0]) + 1) % 10
+    b = load_dataset("mnist1d")
+    assert int(b.y_train[0]) == expected_y and float(b.x_train[0, 0]) == expected_x
+    assert int(b.y_test[0]) != int(a.labels_test[0])
+
+
 def test_mnist1d_templates_whitened():
     t = templates()
     np.testing.assert_allclose(t[:, 0], 0.0, atol=1e-12)
@@ -64,6 +77,14 @@ def test_digits():
     d = load_dataset("digits")
     assert d.x_train.shape == (1437, 1, 8, 8) and d.x_test.shape == (360, 1, 8, 8)
     assert abs(float(d.x_train.mean())) < 1e-5 and abs(float(d.x_train.std()) - 1) < 1e-5
+    assert d.y_train.shape == (1437,) and d.y_test.shape == (360,) and d.input_shape == (1, 8, 8)
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    assert d.y_test.tolist() == raw.target[1437:].tolist()  # the fixed split: the last 360
+    restored = d.x_test * d.info["std"] + d.info["mean"]
+    assert torch.allclose(restored * 16, torch.tensor(raw.images[1437:], dtype=torch.float32).unsqueeze(1),
+                          atol=1e-4)
 
 
 @pytest.mark.parametrize("name, mean, std", [("mnist", 0.1307, 0.3081), ("fashion-mnist", 0.2860, 0.3530)])
@@ -110,6 +131,24 @@ def test_corrupt_idx_files(tmp_path, kwargs, needle):
     assert str(tmp_path / "fashion-mnist") in str(err.value)
 
 
+def test_truncated_gzip_stream_and_bad_labels(tmp_path):
+    write_idx(tmp_path / "mnist")
+    path = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-30])  # the gzip stream itself is cut short
+    with pytest.raises(DataError, match="not a complete gzip file") as err:
+        load_dataset("mnist", data_dir=tmp_path)
+    assert str(path) in str(err.value)
+    write_idx(tmp_path / "mnist")
+    labels = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(struct.pack(">II", 2049, 5) + bytes([0, 1, 12, 3, 4])))
+    with pytest.raises(DataError, match="label 12 outside 0..9") as err:
+        load_dataset("mnist", data_dir=tmp_path)
+    assert str(labels) in str(err.value)
+    write_idx(tmp_path / "mnist", rows=14, cols=14)
+    with pytest.raises(DataError, match="holds 14x14 images; mnist needs 28x28"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
 def test_not_gzip_and_missing(tmp_path):
     write_idx(tmp_path / "mnist")
     (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip")
@@ -117,7 +156,10 @@ def test_not_gzip_and_missing(tmp_path):
         load_dataset("mnist", data_dir=tmp_path)
     with pytest.raises(DataError, match="not found in") as err:
         load_dataset("mnist", data_dir=tmp_path / "nowhere")
-    assert "--data-dir" in str(err.value) and "GENLAB_DATA" in str(err.value)
+    message = str(err.value)
+    assert str(tmp_path / "nowhere" / "mnist") in message and "train-images-idx3-ubyte.gz" in message
+    assert "chosen by data_dir argument" in message and "GENLAB_DATA or --data-dir" in message
+    assert "\n" not in message
 
 
 def test_genlab_data_environment_variable(tmp_path, monkeypatch):
@@ -127,6 +169,17 @@ def test_genlab_data_environment_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_DATA", str(tmp_path / "empty"))
     with pytest.raises(DataError, match="chosen by GENLAB_DATA"):
         load_dataset("mnist")
+
+
+def test_resolve_data_dir_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_DATA", str(tmp_path / "env"))
+    assert resolve_data_dir(tmp_path / "explicit") == (tmp_path / "explicit", "data_dir argument (--data-dir)")
+    assert resolve_data_dir() == (tmp_path / "env", "GENLAB_DATA")
+    monkeypatch.delenv("GENLAB_DATA")
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert resolve_data_dir() == ((tmp_path / "shared" / "data").resolve(), "default ../shared/data")
 
 
 def write_cifar(folder: Path, records=7):
@@ -153,6 +206,15 @@ def test_cifar10_binary_reader(tmp_path):
     assert d.y_train[:3].tolist() == [0, 1, 2]
 
 
+def test_cifar10_folders_and_missing_file(tmp_path):
+    write_cifar(tmp_path / "cifar10" / "cifar-10-batches-bin", records=2)
+    assert load_dataset("cifar10", data_dir=tmp_path).x_test.shape == (2, 3, 32, 32)
+    (tmp_path / "cifar10" / "cifar-10-batches-bin" / "test_batch.bin").unlink()
+    with pytest.raises(DataError, match="file test_batch.bin not found in") as err:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert str(tmp_path / "cifar10" / "cifar-10-batches-bin") in str(err.value)
+
+
 def test_cifar10_bad_size(tmp_path):
     write_cifar(tmp_path / "cifar10")
     with open(tmp_path / "cifar10" / "data_batch_3.bin", "ab") as f:
@@ -173,6 +235,30 @@ def test_synthetic():
     x = sp.x_train[:, support]
     w, *_ = torch.linalg.lstsq(x, sp.y_train)
     assert float((x @ w - sp.y_train).abs().max()) < 1e-4
+    assert torch.allclose(w.flatten(), torch.tensor(sp.info["w_star"]), atol=1e-4)
+
+
+def test_synthetic_ground_truth_and_noise_level():
+    *_, w = sparse_regression(input_dim=50, k=7, seed=3)
+    assert int((w != 0).sum()) == 7
+    x_tr, y_tr, x_te, y_te, w = sparse_regression(n_train=4000, noise=0.5, seed=1)
+    residual = torch.cat([y_tr, y_te]) - torch.cat([x_tr, x_te]) @ w.unsqueeze(1)
+    assert abs(float(residual.std()) - 0.5) < 0.03
+    x_tr, y_tr, _, _, teacher = teacher_student(input_dim=5, n_train=4000, output_dim=3, noise=0.2, seed=2)
+    assert y_tr.shape == (4000, 3)
+    clean = torch.tanh(x_tr @ teacher["W1"].T) @ teacher["W2"].T
+    assert abs(float((y_tr - clean).std()) - 0.2) < 0.02
+    assert float(clean.std()) > 0.2  # the teacher carries signal beyond the noise
+    a = load_dataset("teacher-student", options={"seed": 1})
+    assert not torch.equal(a.x_train, load_dataset("teacher-student").x_train)
+    assert a.output_dim == 1 and a.num_classes is None and a.y_train.dtype == torch.float32
+
+
+def test_info_is_json():
+    for name in ["mnist1d", "digits", "teacher-student", "sparse-regression"]:
+        d = load_dataset(name, n_train=10)
+        json.dumps(d.info)
+        assert "normalisation" in d.info and d.info["n_train"] == 10
 
 
 def test_subset_label_noise_and_targets():
@@ -180,24 +266,43 @@ def test_subset_label_noise_and_targets():
     d = load_dataset("mnist1d", n_train=1000, label_noise=0.25, seed=5)
     assert torch.equal(d.x_train, full.x_train[:1000])
     changed = d.y_train != full.y_train[:1000]
-    assert int(changed.sum()) == 250 == d.info["n_corrupted"]
+    assert int(changed.sum()) == 250 == d.info["n_corrupted"]  # every corrupted label differs from the original
+    assert torch.equal(d.labels_train, d.y_train) and torch.equal(d.labels_test, full.y_test)
+    assert not torch.equal(load_dataset("mnist1d", n_train=1000, label_noise=0.25, seed=6).y_train, d.y_train)
+    assert load_dataset("mnist1d", n_train=7, label_noise=0.5).info["n_corrupted"] == 4  # round(3.5)
+    assert int((load_dataset("mnist1d", label_noise=1.0).y_train != full.y_train).sum()) == 4000
     assert torch.equal(d.y_test, full.y_test)
     assert torch.equal(load_dataset("mnist1d", n_train=1000, label_noise=0.25, seed=5).y_train, d.y_train)
     m = load_dataset("mnist1d", n_train=10, loss="mse")
     assert m.y_train.shape == (10, 10) and torch.equal(m.y_train.argmax(1), full.y_train[:10])
-    assert torch.equal(m.y_train.sum(1), torch.ones(10))
+    assert torch.equal(m.y_train.sum(1), torch.ones(10)) and m.y_train.dtype == torch.float32
+    assert set(m.y_train.unique().tolist()) == {0.0, 1.0} and m.y_test.shape == (1000, 10)
+    assert torch.equal(m.labels_train, full.y_train[:10]) and m.output_dim == 10
+    r = load_dataset("sparse-regression", loss="mse")
+    assert r.y_train.dtype == torch.float32 and r.y_train.shape == (200, 1) and r.labels_train is None
 
 
 @pytest.mark.parametrize("kwargs, needle", [
     ({"name": "imagenet"}, "allowed: mnist1d, digits, mnist, fashion-mnist, cifar10, teacher-student"),
-    ({"name": "mnist1d", "n_train": 0}, "n_train must be in 1..4000"),
-    ({"name": "mnist1d", "n_train": 5000}, "n_train must be in 1..4000"),
-    ({"name": "mnist1d", "label_noise": 1.5}, r"label_noise: must be in \[0, 1\]"),
+    ({"name": "mnist1d", "n_train": 0}, "n_train must be an integer >= 1"),
+    ({"name": "mnist1d", "n_train": 5000},
+     r"n_train \(mnist1d has 4000 training points\) must be an integer in 1..4000"),
+    ({"name": "mnist1d", "n_train": 2.5}, r"n_train must be an integer >= 1 \(got 2.5\)"),
+    ({"name": "mnist1d", "label_noise": 1.5}, r"label_noise must be in \[0, 1\] \(a finite number; got 1.5\)"),
+    ({"name": "mnist1d", "label_noise": "a"}, "label_noise must be in .* got 'a'"),
+    ({"name": "mnist1d", "seed": -1}, "seed must be an integer >= 0"),
     ({"name": "mnist1d", "loss": "hinge"}, "allowed: ce, mse"),
-    ({"name": "teacher-student", "loss": "ce"}, "needs a classification dataset"),
-    ({"name": "sparse-regression", "label_noise": 0.1}, "must be 0 for the regression dataset"),
-    ({"name": "mnist1d", "options": {"width": 3}}, "allowed: seed, num_samples"),
+    ({"name": "teacher-student", "loss": "ce"}, "loss 'ce' needs a classification dataset"),
+    ({"name": "sparse-regression", "label_noise": 0.1}, "label_noise must be 0 for the regression dataset"),
+    ({"name": "mnist1d", "options": {"width": 3}},
+     r"'width' is not an option of mnist1d; allowed: seed, num_samples \(defaults: seed=42, num_samples=5000\)"),
     ({"name": "digits", "options": {"seed": 3}}, "allowed: none"),
+    ({"name": "mnist1d", "options": {"num_samples": 5}}, "dataset options for mnist1d: option num_samples .* >= 10"),
+    ({"name": "mnist1d", "options": {"seed": "abc"}}, r"mnist1d: option seed must be an integer in 0..4294967295"),
+    ({"name": "teacher-student", "options": {"n_train": 2.5}}, "teacher-student: option n_train must be an int"),
+    ({"name": "teacher-student", "options": {"noise": -1}}, "teacher-student: option noise must be >= 0"),
+    ({"name": "teacher-student", "options": {"input_dim": "3"}}, "teacher-student: option input_dim must be"),
+    ({"name": "sparse-regression", "options": {"k": 200}}, "sparse-regression: option k must be an integer in 1..100"),
 ])
 def test_bad_arguments(kwargs, needle):
     name = kwargs.pop("name")
@@ -205,7 +310,21 @@ def test_bad_arguments(kwargs, needle):
         load_dataset(name, **kwargs)
 
 
-def test_list_datasets():
+def test_integral_float_options_are_accepted():
+    assert load_dataset("teacher-student", options={"n_train": 20.0}).x_train.shape == (20, 20)
+
+
+def test_list_datasets(tmp_path):
     rows = list_datasets()
     assert [r["name"] for r in rows] == list(DATASETS) and len(rows) == 7
-    assert all(r["available"] for r in rows)
+    assert set(DATASETS) == {"mnist1d", "digits", "mnist", "fashion-mnist", "cifar10", "teacher-student",
+                             "sparse-regression"}
+    assert all(r["available"] and r["where"] for r in rows)
+    by_name = {r["name"]: r for r in list_datasets(tmp_path)}
+    assert by_name["mnist1d"]["found"] is None and by_name["mnist1d"]["where"] == "generated"
+    assert by_name["mnist"]["found"] is False and str(tmp_path / "mnist") in by_name["mnist"]["where"]
+    assert by_name["mnist"]["needs_files"] and by_name["teacher-student"]["classes"] is None
+    write_cifar(tmp_path / "cifar-10-batches-bin", records=1)
+    row = {r["name"]: r for r in list_datasets(tmp_path)}["cifar10"]
+    assert row["found"] is True and str(tmp_path / "cifar-10-batches-bin") in row["where"]
+    json.dumps(rows)

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
+from genlab.data.checks import check_int, check_option_names, check_real
 from genlab.data.paths import resolve_data_dir
-from genlab.data.registry import DATASETS, DatasetSpec, availability
+from genlab.data.registry import DATASETS, DatasetSpec, availability, locate
 from genlab.data.transforms import as_targets, corrupt_labels, take_first
 from genlab.errors import DataError
 
@@ -66,32 +67,33 @@ def load_dataset(name: str, *, n_train: int | None = None, label_noise: float = 
         data_dir: directory of dataset files (default: see :func:`resolve_data_dir`).
         options: dataset-specific options (generator sizes, seeds; see ``DATASETS[name].options``).
 
+    Returns:
+        a :class:`Dataset`: float32 inputs, normalised as ``info["normalisation"]`` says (with the mean/std
+        used); targets shaped for ``loss``; ``labels_*`` the class indices (classification only).
+
     Raises:
-        DataError: unknown name or option, bad value, missing or corrupt file.
+        DataError: unknown name, option or loss; a value out of range; a missing or corrupt file.
     """
     if name not in DATASETS:
         raise DataError(f"dataset: unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
     spec = DATASETS[name]
     options = dict(options or {})
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        allowed = ", ".join(spec.options) or "none"
-        raise DataError(f"dataset option {unknown[0]!r} is not an option of {name}; allowed: {allowed}")
-    loss = loss or spec.default_loss
+    check_option_names(name, options, spec.options)
+    loss = spec.default_loss if loss is None else loss
     if loss not in LOSSES:
         raise DataError(f"loss: unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")
     if loss == "ce" and spec.task == "regression":
-        raise DataError(f"loss 'ce' needs a classification dataset; {name} is regression (use mse)")
-    if label_noise and spec.task == "regression":
-        raise DataError(f"label_noise must be 0 for the regression dataset {name} (got {label_noise})")
-    if not 0.0 <= label_noise <= 1.0:
-        raise DataError(f"label_noise: must be in [0, 1] (got {label_noise})")
-    try:
-        x_tr, y_tr, x_te, y_te, info = spec.read(data_dir, **options)
-    except (TypeError, ValueError) as err:  # a generator option of the wrong type or value
-        raise DataError(f"dataset options for {name}: {err}") from None
+        raise DataError(f"loss 'ce' needs a classification dataset; {name} is regression (use loss 'mse')")
+    if spec.task == "regression" and label_noise != 0:
+        raise DataError(f"label_noise must be 0 for the regression dataset {name} (got {label_noise!r})")
+    label_noise = check_real(label_noise, "label_noise", 0.0, 1.0)
+    seed = check_int(seed, "seed", 0)
+    if n_train is not None:
+        check_int(n_train, "n_train", 1)  # the upper bound is checked once the data are read
+    x_tr, y_tr, x_te, y_te, info = spec.read(data_dir, **options)
     x_tr, y_tr = take_first(x_tr, y_tr, n_train, name)
-    info = {**info, "options": {**spec.options, **options}, "n_corrupted": 0}
+    info = {**info, "options": {**spec.options, **options}, "n_train": len(x_tr), "n_test": len(x_te),
+            "label_noise": label_noise, "n_corrupted": 0, "loss": loss}
     labels_tr = labels_te = None
     if spec.task == "classification":
         y_tr, info["n_corrupted"] = corrupt_labels(y_tr, label_noise, spec.output_dim, seed)
@@ -105,10 +107,22 @@ def load_dataset(name: str, *, n_train: int | None = None, label_noise: float = 
 
 
 def list_datasets(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """One row per named dataset: name, description, task, sizes, input shape, outputs, availability."""
-    return [{"name": s.name, "description": s.description, "task": s.task, "n_train": s.n_train,
-             "n_test": s.n_test, "input_shape": s.input_shape, "output_dim": s.output_dim,
-             "classes": s.num_classes, "available": availability(s, data_dir)} for s in DATASETS.values()]
+    """One row per named dataset, in :data:`DATASETS` order, for ``genlab datasets``.
+
+    Keys: ``name``, ``description``, ``task``, ``n_train``, ``n_test`` (default sizes), ``input_shape``,
+    ``output_dim``, ``classes`` (None for regression), ``loss`` (default), ``options`` (with defaults),
+    ``needs_files``, ``found`` (files present: True/False; None if none needed), ``where`` (the folder and how
+    the data directory was chosen, or ``generated``/``bundled ...``) and ``available`` (one phrase of both).
+    """
+    rows = []
+    for s in DATASETS.values():
+        found, where = locate(s, data_dir)
+        rows.append({"name": s.name, "description": s.description, "task": s.task, "n_train": s.n_train,
+                     "n_test": s.n_test, "input_shape": s.input_shape, "output_dim": s.output_dim,
+                     "classes": s.num_classes, "loss": s.default_loss, "options": dict(s.options),
+                     "needs_files": s.needs_files, "found": found, "where": where,
+                     "available": availability(s, data_dir)})
+    return rows
 
 
 __all__ = ["DATASETS", "Dataset", "DatasetSpec", "list_datasets", "load_dataset", "resolve_data_dir"]

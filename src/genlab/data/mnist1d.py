@@ -14,7 +14,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import torch
 from scipy.ndimage import gaussian_filter
+
+from genlab.data.checks import check_int, option
 
 TEMPLATES = np.array([
     [5, 6, 6.5, 6.75, 7, 7, 7, 7, 6.75, 6.5, 6, 5],
@@ -63,8 +66,8 @@ def _transform(x: np.ndarray, rng: np.random.RandomState, a: dict) -> np.ndarray
 
 
 @functools.lru_cache(maxsize=4)
-def generate(seed: int = 42, num_samples: int = 5000) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x_train, y_train, x_test, y_test)`` as numpy arrays (float64 signals, int64 labels)."""
+def _make(seed: int, num_samples: int) -> tuple[np.ndarray, np.ndarray, float, float, int]:
+    """The shuffled, standardised signals and labels, the raw mean/std used, and the split index (cached)."""
     a = {**DEFAULTS, "seed": seed, "num_samples": num_samples}
     rng = np.random.RandomState(seed)
     tpl = templates()
@@ -76,6 +79,39 @@ def generate(seed: int = 42, num_samples: int = 5000) -> tuple[np.ndarray, np.nd
             ys.append(label)
     order = rng.permutation(len(ys))
     xs, ys = np.stack(xs)[order], np.array(ys, dtype=np.int64)[order]
+    mean, std = float(xs.mean()), float(xs.std())
     xs = (xs - xs.mean()) / xs.std()
-    split = int(len(ys) * a["train_split"])
-    return xs[:split], ys[:split], xs[split:], ys[split:]
+    for arr in (xs, ys):
+        arr.flags.writeable = False  # the cache is shared: nobody may change it in place
+    return xs, ys, mean, std, int(len(ys) * a["train_split"])
+
+
+def generate(seed: int = 42, num_samples: int = 5000) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_train, y_train, x_test, y_test)``: fresh numpy copies (float64 signals ``(N, 40)``, int64 labels).
+
+    Seed 42 with 5,000 samples is the official MNIST-1D (4,000 / 1,000). ``num_samples // 10`` examples are
+    made per class. The signals are globally standardised (mean 0, std 1 over train and test together).
+    The arrays are generated once per ``(seed, num_samples)`` and cached in memory.
+    """
+    xs, ys, _, _, split = _make(int(seed), int(num_samples))
+    return xs[:split].copy(), ys[:split].copy(), xs[split:].copy(), ys[split:].copy()
+
+
+def load_mnist1d(data_dir=None, seed: int = 42, num_samples: int = 5000) -> tuple:
+    """``(x_train, y_train, x_test, y_test, info)`` as float32 / int64 tensors for :func:`genlab.data.load_dataset`.
+
+    ``data_dir`` is ignored (nothing is read). Normalisation: the reference's global standardisation;
+    ``info`` records the raw mean and std it divided by.
+
+    Raises:
+        DataError: ``seed`` outside 0..2**32-1 or ``num_samples`` below 10.
+    """
+    seed = check_int(seed, option("mnist1d", "seed"), 0, 2**32 - 1)
+    num_samples = check_int(num_samples, option("mnist1d", "num_samples") + " (one example per class at least)", 10)
+    xs, ys, mean, std, split = _make(seed, num_samples)
+    f32 = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731  (torch.tensor copies: the cache stays intact)
+    i64 = lambda a: torch.tensor(a, dtype=torch.int64)  # noqa: E731
+    info = {"normalisation": "global standardisation of the generated signals, as the reference does",
+            "mean": mean, "std": std, "generator": "greydanus/mnist1d make_dataset procedure",
+            "num_samples_generated": len(ys)}
+    return f32(xs[:split]), i64(ys[:split]), f32(xs[split:]), i64(ys[split:]), info

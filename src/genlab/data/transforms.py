@@ -1,43 +1,50 @@
-"""What ``load_dataset`` does after reading: subset, label corruption, and the targets' form."""
+"""What ``load_dataset`` does after reading: subset, label corruption, and the targets' form (in that order)."""
 
 from __future__ import annotations
 
 import torch
 
-from genlab.errors import DataError
+from genlab.data.checks import check_int, check_real
 
 
 def take_first(x: torch.Tensor, y: torch.Tensor, n: int | None, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` training points (as Cohen et al. take "the first 5,000")."""
+    """The first ``n`` training points (as Cohen et al. take "the first 5,000"); all of them if ``n`` is None.
+
+    Raises:
+        DataError: ``n`` is not an integer in ``1..len(x)``.
+    """
     if n is None:
         return x, y
-    if not 1 <= n <= len(x):
-        raise DataError(f"n_train: {name} has {len(x)} training points; n_train must be in 1..{len(x)} (got {n})")
+    n = check_int(n, f"n_train ({name} has {len(x)} training points)", 1, len(x))
     return x[:n], y[:n]
 
 
 def corrupt_labels(labels: torch.Tensor, fraction: float, num_classes: int, seed: int) -> tuple[torch.Tensor, int]:
     """Replace exactly ``round(fraction * n)`` labels, chosen at random, by a uniformly random *different* class.
 
-    Returns the new labels and the number corrupted. Deterministic given ``seed``.
+    Returns a new label tensor (the input is not modified) and the number corrupted. The positions and new
+    classes come from a ``torch.Generator`` seeded from ``seed``: the same arguments give the same labels.
+
+    Raises:
+        DataError: ``fraction`` outside [0, 1].
     """
-    if not 0.0 <= fraction <= 1.0:
-        raise DataError(f"label_noise: must be in [0, 1] (got {fraction})")
+    fraction = check_real(fraction, "label_noise", 0.0, 1.0)
+    out = labels.clone()
     n_bad = round(fraction * len(labels))
     if n_bad == 0:
-        return labels, 0
+        return out, 0
     g = torch.Generator().manual_seed(seed + 104729)
     idx = torch.randperm(len(labels), generator=g)[:n_bad]
     shift = torch.randint(1, num_classes, (n_bad,), generator=g)  # 1..C-1: never the same class
-    out = labels.clone()
     out[idx] = (labels[idx] + shift) % num_classes
     return out, n_bad
 
 
 def as_targets(labels: torch.Tensor, loss: str, num_classes: int | None) -> torch.Tensor:
-    """Targets for ``loss``: class indices for ``ce``; one-hot float rows (or the values) for ``mse``."""
+    """Targets for ``loss`` (a new tensor): int64 class indices for ``ce``; for ``mse``, float32 one-hot rows
+    (entries 0 or 1) for classification or the float32 values themselves for regression."""
     if loss == "ce":
-        return labels.long()
+        return labels.long().clone()
     if num_classes is None:
-        return labels.float()
+        return labels.float().clone()
     return torch.nn.functional.one_hot(labels.long(), num_classes).float()
