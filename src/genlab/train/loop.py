@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from genlab.config import TrainConfig
 from genlab.errors import CheckpointError, ConfigError, DivergenceError, GenlabError
-from genlab.train.run import (Run, check_same_data, data_fingerprint, load_data, load_run, make_model, make_objectives,
-                        read_run_config, resolve_device)
+from genlab.train.run import (Run, assemble_run, check_same_data, data_fingerprint, load_data, make_model,
+                              make_objectives, read_run_config, resolve_device)
 from genlab.train.callbacks import Callback, EvalCallback, TrainState
 from genlab.train.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint, save_state_dict
 from genlab.train.optimizers import OPTIMIZERS, build_optimizer
@@ -111,7 +111,8 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list[Callback] | N
             print(f"{rd.path}: run already complete ({session.state.step} steps); nothing to do", file=sys.stderr)
     else:
         session.run()
-    return load_run(rd.path, device=str(session.device))
+    # the trained model and data are in memory already: no second read of the dataset
+    return assemble_run(rd, config, session.model, session.data)
 
 
 class _Session:

@@ -149,6 +149,11 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"weights in {rd.path} do not fit the model its config describes ({err})") from None
+    return assemble_run(rd, config, model, data)
+
+
+def assemble_run(rd: RunDir, config: TrainConfig, model: torch.nn.Module, data: Dataset) -> Run:
+    """A :class:`Run` of a model and data already in memory, with the directory's summary and metrics."""
     model.eval()
     objective, test_objective = make_objectives(config, data, model)
     summary = rd.read_json(rd.summary) if rd.summary.is_file() else {}
