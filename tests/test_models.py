@@ -6,12 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, jacrev, jvp, vmap
+from torch.func import functional_call, grad, jacrev, jvp
 
 from genlab.errors import ConfigError
 from genlab.models import MODELS, build_model, count_parameters, list_models
 from genlab.models.layers import dry_run
 from genlab.models.vit import default_patch_size
+from genlab.objective import Objective
 
 FAMILIES = ["mlp", "lenet5", "cnn", "resnet", "vit"]
 SHAPES = [(40,), (2, 40), (1, 28, 28), (3, 32, 32), (1, 8, 8)]
@@ -357,15 +358,9 @@ def test_per_sample_grads_match_loop(name, shape, kwargs):
     model = _double_eval(name, shape, kwargs)
     x = _batch(shape, n=4, dtype=torch.float64)
     y = torch.tensor([0, 3, 1, 4])
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    buffers = {k: v.detach() for k, v in model.named_buffers()}
-
-    def loss(p, xi, yi):
-        out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        return F.cross_entropy(out, yi.unsqueeze(0))
-
-    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
-    names = list(params)
+    # the Objective's vmap per-sample gradients, on every family, against a loop
+    per_sample = Objective(model, x, y, loss="ce").per_sample_grads()
+    names = [k for k, _ in model.named_parameters()]
     for i in range(len(x)):
         li = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
         ref = torch.autograd.grad(li, [dict(model.named_parameters())[k] for k in names])
@@ -398,10 +393,7 @@ def test_hessian_vector_products(name, shape, kwargs):
         return F.cross_entropy(functional_call(model, (p, buffers), (x,)), y)
 
     _, hvp = jvp(grad(loss), (params,), (vec,))
-    live = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    grads = torch.autograd.grad(loss(live), list(live.values()), create_graph=True)
-    dot = sum((gr * vec[k]).sum() for gr, k in zip(grads, live))
-    ref = torch.autograd.grad(dot, list(live.values()))
-    for k, r in zip(live, ref):
+    ref = Objective(model, x, y, loss="ce").hvp(vec)  # the Objective's double-backward HVP
+    for k, r in ref.items():
         torch.testing.assert_close(hvp[k], r, atol=1e-10, rtol=1e-8)
-    assert any(r.abs().max() > 0 for r in ref)
+    assert any(r.abs().max() > 0 for r in ref.values())
