@@ -13,16 +13,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from genlab.errors import ConfigError
-
-
-def _known(kind: str, value: str, registry) -> str:
-    """``value`` if it names an entry of ``registry``, else a ValueError listing the allowed names."""
-    if value not in registry:
-        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(registry)}")
-    return value
 
 
 class TrainConfig(BaseModel):
@@ -66,26 +60,17 @@ class TrainConfig(BaseModel):
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "auto"
 
-    @field_validator("dataset")
+    @field_validator("dataset", "model", "optimizer")
     @classmethod
-    def _known_dataset(cls, v: str) -> str:
+    def _known_name(cls, v: str, info: ValidationInfo) -> str:
         from genlab.data import DATASETS
-
-        return _known("dataset", v, DATASETS)
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
         from genlab.models import MODELS
-
-        return _known("model", v, MODELS)
-
-    @field_validator("optimizer")
-    @classmethod
-    def _known_optimizer(cls, v: str) -> str:
         from genlab.train.optimizers import OPTIMIZERS
 
-        return _known("optimizer", v, OPTIMIZERS)
+        registry = {"dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS}[info.field_name]
+        if v not in registry:
+            raise ValueError(f"unknown {info.field_name} {v!r}; allowed: {', '.join(registry)}")
+        return v
 
     @field_validator("device")
     @classmethod
