@@ -31,7 +31,8 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "c" / "summary.json").is_file()
 
 
-@pytest.mark.parametrize("module", ["genlab.objective", "genlab.models", "genlab.data"])
+@pytest.mark.parametrize("module", ["genlab.objective", "genlab.models", "genlab.data", "genlab.curvature",
+                                    "genlab.curvature.operators"])
 def test_module_doctests(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
