@@ -64,6 +64,10 @@ def train_cmd(
     data_dir: Annotated[Optional[str], Opt(help="Directory of dataset files (default $GENLAB_DATA).")] = None,
     dataset_option: Annotated[Optional[list[str]], Opt(help="Dataset option KEY=VALUE (repeatable).")] = None,
     model_option: Annotated[Optional[list[str]], Opt(help="Model option KEY=VALUE (repeatable).")] = None,
+    track_sharpness: Annotated[Optional[int], Opt(help="Record the top Hessian eigenvalue every N steps.")] = None,
+    track_top_k: Annotated[Optional[int], Opt(help="Top eigenvalues tracked (with --track-sharpness).")] = None,
+    track_trace: Annotated[Optional[int], Opt(help="Hutch++ products for the Hessian trace per measurement.")] = None,
+    track_jacobian: Annotated[Optional[bool], Opt("--track-jacobian", help="Also track input-output Jacobian norms.")] = None,
     overwrite: Annotated[bool, Opt(help="Discard a different run already in --out.")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -76,7 +80,8 @@ def train_cmd(
                  steps=steps, seed=seed, n_train=n_train, label_noise=label_noise, loss=loss, width=width,
                  depth=depth, activation=activation, dropout=dropout, batchnorm=batchnorm, momentum=momentum,
                  weight_decay=weight_decay, eval_every=eval_every, checkpoint_every=checkpoint_every, dtype=dtype,
-                 device=device, data_dir=data_dir,
+                 device=device, data_dir=data_dir, track_sharpness=track_sharpness, track_top_k=track_top_k,
+                 track_trace=track_trace, track_jacobian=track_jacobian,
                  dataset_options=parse_key_values(dataset_option, "--dataset-option") or None,
                  model_options=parse_key_values(model_option, "--model-option") or None)
     file_values = read_config_file(config) if config else None
@@ -92,6 +97,40 @@ def train_cmd(
     print(f"{run.path}: {s['status']} after {s['steps']} steps ({s['wall_time_s']:.1f} s): "
           f"train loss {fig('train_loss')} acc {fig('train_accuracy')} | "
           f"test loss {fig('test_loss')} acc {fig('test_accuracy')}")
+
+
+@app.command("curvature")
+def curvature_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `genlab train`.")],
+    top_k: Annotated[int, Opt(help="Top Hessian eigenvalues (Lanczos).")] = 5,
+    tol: Annotated[float, Opt(help="Relative residual tolerance of each eigenvalue.")] = 1e-6,
+    trace: Annotated[bool, Opt("--trace", help="Also the Hessian trace (Hutch++).")] = False,
+    trace_matvecs: Annotated[int, Opt(help="Hessian-vector products for the trace.")] = 150,
+    density: Annotated[bool, Opt("--density", help="Also the spectral density (SLQ) and its figure.")] = False,
+    jacobian: Annotated[bool, Opt("--jacobian", help="Also input-output Jacobian norms.")] = False,
+    gauss_newton: Annotated[bool, Opt("--gauss-newton", help="Also Gauss-Newton eigenvalues and split.")] = False,
+    dtype: Annotated[str, Opt(help="float64 | float32 (precision of the computation).")] = "float64",
+    seed: Annotated[int, Opt(help="Seed of probes and start vectors.")] = 0,
+    device: Annotated[Optional[str], Opt(help="auto | cpu | cuda (default: the run's).")] = None,
+) -> None:
+    """Curvature of a trained run: writes RUN_DIR/curvature.json and figures (eigenvalues, density)."""
+    from genlab.curvature.analysis import curvature
+
+    if trace_matvecs < 3:
+        from genlab.errors import ConfigError
+        raise ConfigError(f"--trace-matvecs: must be >= 3 (got {trace_matvecs})")
+    r = curvature(run_dir, top_k=top_k, tol=tol, trace=trace, trace_matvecs=trace_matvecs, density=density,
+                  jacobian=jacobian, gauss_newton=gauss_newton, dtype=dtype, seed=seed, device=device)
+    line = f"{run_dir}: top eigenvalues {', '.join(f'{v:.6g}' for v in r['top_eigenvalues'])}"
+    if r.get("stability_threshold"):
+        line += f" (2/lr = {r['stability_threshold']:.6g})"
+    if r["trace"] is not None:
+        line += f"; trace {r['trace']:.6g} +- {r['trace_std_error']:.2g}"
+    if "gauss_newton" in r:
+        line += f"; Gauss-Newton explains {100 * r['gauss_newton']['gauss_newton_fraction']:.1f}% of the top one"
+    if "jacobian" in r:
+        line += f"; max Jacobian spectral norm {r['jacobian']['jacobian_spec_max']:.4g}"
+    print(line + f"; {r['hvp_count']} Hessian-vector products; wrote {Path(run_dir) / 'curvature.json'}")
 
 
 @app.command("datasets")

@@ -59,6 +59,11 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(1000, ge=1, description="chunk size for full-dataset passes")
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "auto"
+    # curvature tracking (genlab.curvature.SharpnessTracker; does not change the trajectory)
+    track_sharpness: int | None = Field(None, ge=1, description="steps between sharpness measurements")
+    track_top_k: int = Field(1, ge=1, le=100, description="top Hessian eigenvalues tracked")
+    track_trace: int = Field(0, ge=0, description="Hutch++ products for the Hessian trace per measurement (0: off)")
+    track_jacobian: bool = Field(False, description="also track input-output Jacobian norms")
 
     @field_validator("dataset", "model", "optimizer")
     @classmethod
@@ -88,7 +93,8 @@ class TrainConfig(BaseModel):
     # Settings that may change between a run and its resumption without
     # changing the trajectory it follows (lengthening a run is allowed).
     RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("epochs", "steps", "eval_every", "checkpoint_every", "device",
-                                          "eval_batch_size", "data_dir")
+                                          "eval_batch_size", "data_dir", "track_sharpness", "track_top_k",
+                                          "track_trace", "track_jacobian")
 
     def trajectory_fields(self) -> dict[str, Any]:
         """The settings that define the optimisation trajectory (for resume checks)."""

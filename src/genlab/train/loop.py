@@ -130,7 +130,7 @@ class _Session:
                                 test_objective=test_objective, total_steps=total_steps(config, n),
                                 steps_per_epoch=steps_per_epoch(config, n))
         every = config.eval_every or self.state.steps_per_epoch
-        self.callbacks = [EvalCallback(every), *callbacks]
+        self.callbacks = [EvalCallback(every), *_builtin_trackers(config), *callbacks]
         self.checkpoint_every = config.checkpoint_every or every
         self.fingerprint = data_fingerprint(self.data)
         self.resumed = False
@@ -264,6 +264,16 @@ class _Session:
         self.stop("complete")
 
 
+def _builtin_trackers(config: TrainConfig) -> list[Callback]:
+    """The callbacks the config asks for (``track_sharpness``), after evaluation and before the caller's."""
+    if config.track_sharpness is None:
+        return []
+    from genlab.curvature.tracking import SharpnessTracker  # curvature builds on train: import late
+
+    return [SharpnessTracker(config.track_sharpness, top_k=config.track_top_k, trace_matvecs=config.track_trace,
+                             jacobian=config.track_jacobian)]
+
+
 class _StopOnSigint:
     """The first Ctrl-C (SIGINT) or SIGTERM (a scheduler pre-empting the job) asks the loop to stop at the
     next step boundary, so the saved state is consistent; a second one interrupts at once."""
@@ -329,6 +339,10 @@ def _write_summary(rd: RunDir, state: TrainState, status: str, elapsed: float, f
     if last:
         summary["generalization_gap_loss"] = _diff(last.get("test_loss"), last.get("train_loss"))
         summary["generalization_gap_accuracy"] = _diff(last.get("train_accuracy"), last.get("test_accuracy"))
+    tracked = next((r for r in reversed(records) if "sharpness" in r), None)
+    if tracked is not None:
+        summary["sharpness"] = tracked["sharpness"]
+        summary["stability_threshold"] = tracked.get("stability_threshold")
     if message:
         summary["message"] = message
     write_json_atomic(rd.summary, summary)

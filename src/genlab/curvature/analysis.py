@@ -1,0 +1,152 @@
+"""``genlab curvature RUN_DIR``: the curvature of a trained run, written to ``curvature.json`` and figures.
+
+The Hessian is of the run's training objective: the mean loss over all its
+training points (eval mode), at the run's final parameters. ``curvature.json``
+keys tools can rely on:
+
+* ``top_eigenvalues``: the top-k Hessian eigenvalues, descending;
+* ``trace``: Hutch++ estimate of the Hessian trace (``null`` unless asked for),
+  with ``trace_std_error``;
+* ``hvp_count``: Hessian-vector products spent on everything in the file;
+* ``loss``: the objective the Hessian is of (mean training loss).
+
+Optional sections: ``density`` (SLQ), ``jacobian`` (input-output Jacobian norms
+and MacDonald et al.'s quantities), ``gauss_newton`` (top Gauss-Newton
+eigenvalues and the Gauss-Newton / residual split of the top Hessian eigenvalue).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genlab.curvature.density import slq
+from genlab.curvature.jacobian import jacobian_norms
+from genlab.curvature.lanczos import lanczos
+from genlab.curvature.operators import GaussNewtonOperator, HessianOperator
+from genlab.curvature.trace import hutchpp
+from genlab.errors import ConfigError
+from genlab.jsonio import write_json_atomic
+from genlab.objective import Objective
+
+
+def gauss_newton_split(H: HessianOperator, G: GaussNewtonOperator, u: torch.Tensor) -> dict[str, float]:
+    """Split the Rayleigh quotient of ``H`` along a unit vector ``u`` into Gauss-Newton and residual parts.
+
+    ``u^T H u = u^T G u + u^T R u`` with ``R = H - G`` the residual (functional
+    Hessian) term. For the top eigenvector ``u^T H u`` is the sharpness, and
+    ``u^T G u / u^T H u`` is the fraction of it the Gauss-Newton part explains.
+    """
+    u = u / u.norm()
+    h = float(torch.dot(u, H.matvec(u)))
+    g = float(torch.dot(u, G.matvec(u)))
+    return {"rayleigh_hessian": h, "rayleigh_gauss_newton": g, "rayleigh_residual": h - g,
+            "gauss_newton_fraction": g / h if h != 0 else math.nan}
+
+
+def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: bool = False,
+              trace_matvecs: int = 150, density: bool = False, density_probes: int = 8, density_steps: int = 80,
+              jacobian: bool = False, gauss_newton: bool = False, dtype: str = "float64", seed: int = 0,
+              figures: bool = True, device: str | None = None) -> dict[str, Any]:
+    """Analyse the curvature of a trained run; writes ``RUN_DIR/curvature.json`` (and figures); returns it.
+
+    Args:
+        run_dir: a run directory written by ``genlab train``.
+        top_k: top Hessian eigenvalues (Lanczos, relative residual ``tol``).
+        trace: also estimate the trace (Hutch++, ``trace_matvecs`` products).
+        density: also the spectral density (SLQ, ``density_probes`` x ``density_steps`` products).
+        jacobian: also input-output Jacobian norms and MacDonald et al.'s bound terms.
+        gauss_newton: also top Gauss-Newton eigenvalues and the Gauss-Newton / residual split.
+        dtype: compute in ``float64`` (default, accurate) or ``float32`` (the run's own precision).
+        seed: seed of the random probes and start vectors.
+        figures: write ``figures/eigenvalues.png`` (and ``figures/spectral_density.png``).
+        device: where to compute (default: the run's device).
+    """
+    from genlab.train.run import load_run
+
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"--dtype: unknown dtype {dtype!r}; allowed: float32, float64")
+    if top_k < 1:
+        raise ConfigError(f"--top-k: must be >= 1 (got {top_k})")
+    t0 = time.perf_counter()
+    run = load_run(run_dir, device=device)
+    base = run.objective
+    model = run.model.to(getattr(torch, dtype))
+    obj = Objective(model, base.x, base.y, loss=base.loss_name, batch_size=base.batch_size,
+                    classification=base.classification)
+    gen = torch.Generator().manual_seed(seed)
+    H = HessianOperator(obj)
+    top = lanczos(H, min(top_k, H.dim), tol=tol, max_iter=max(300, 10 * top_k), generator=gen)
+    result: dict[str, Any] = {
+        "run": str(run.path), "loss": H.loss if H.loss is not None else float(obj.loss()),
+        "n": obj.n, "num_params": H.dim, "dtype": dtype, "seed": seed,
+        "top_eigenvalues": [float(x) for x in top.eigenvalues],
+        "eigen_residuals": top.residuals, "eigen_converged": top.converged, "eigen_tol": tol,
+        "grad_norm": float(H.gradient.norm()) if H.gradient is not None else None,
+        "stability_threshold": _threshold(run.config),
+        "trace": None, "trace_std_error": None,
+    }
+    if trace:
+        est = hutchpp(H, trace_matvecs, generator=gen)
+        result.update(trace=est.value, trace_std_error=est.std_error, trace_method=est.method)
+    dens = None
+    if density:
+        dens = slq(H, density_probes, density_steps, generator=gen)
+        grid = dens.grid()
+        sigma = max(1e-3 * (grid[-1] - grid[0]), 1e-12) * 5
+        result["density"] = {"grid": grid.tolist(), "values": dens.smoothed(grid, sigma).tolist(), "sigma": sigma,
+                             "probes": density_probes, "steps": density_steps, **dens.as_dict()}
+    if gauss_newton:
+        G = GaussNewtonOperator(obj)
+        gn = lanczos(G, min(top_k, G.dim), tol=tol, max_iter=max(300, 10 * top_k), generator=gen)
+        split = gauss_newton_split(H, G, top.eigenvectors[:, 0])
+        result["gauss_newton"] = {"top_eigenvalues": [float(x) for x in gn.eigenvalues],
+                                  "residuals": gn.residuals, "matvecs": gn.matvecs,
+                                  "top_ratio": float(gn.eigenvalues[0] / top.eigenvalues[0]), **split}
+    if jacobian:
+        norms = jacobian_norms(obj)
+        result["jacobian"] = norms.summary()
+    result["hvp_count"] = H.matvecs
+    result["wall_time_s"] = time.perf_counter() - t0
+    H.release()
+    if figures:
+        result["figures"] = _figures(Path(run.path), result, dens)
+    write_json_atomic(Path(run.path) / "curvature.json", result)
+    return result
+
+
+def _threshold(config) -> float | None:
+    """``2 / lr`` (with heavy-ball momentum ``(2 + 2 beta) / lr``) for GD runs; ``None`` for others."""
+    if config.optimizer == "gd":
+        return (2 + 2 * config.momentum) / config.lr
+    return None
+
+
+def _figures(run_path: Path, result: dict, dens) -> list[str]:
+    from genlab.report.figures import pyplot, save_figure
+
+    plt = pyplot()
+    out = []
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    vals = result["top_eigenvalues"]
+    ax.stem(range(1, len(vals) + 1), vals)
+    if result.get("stability_threshold"):
+        ax.axhline(result["stability_threshold"], color="tab:red", ls="--", label="2/lr")
+        ax.legend()
+    ax.set(xlabel="index", ylabel="Hessian eigenvalue", title=f"top {len(vals)} eigenvalues")
+    ax.grid(alpha=0.3)
+    out.append(str(save_figure(fig, run_path / "figures" / "eigenvalues.png").relative_to(run_path)))
+    if dens is not None:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        grid, values = np.array(result["density"]["grid"]), np.array(result["density"]["values"])
+        ax.semilogy(grid, np.maximum(values, 1e-12))
+        ax.set(xlabel="eigenvalue", ylabel="density (log)", title="Hessian spectral density (SLQ)",
+               ylim=(max(values.max() * 1e-8, 1e-12), values.max() * 2))
+        ax.grid(alpha=0.3)
+        out.append(str(save_figure(fig, run_path / "figures" / "spectral_density.png").relative_to(run_path)))
+    return out

@@ -1,0 +1,174 @@
+"""Sharpness tracking during training (Cohen et al. 2021's edge-of-stability measurements).
+
+:class:`SharpnessTracker` is a training callback: every ``every`` steps (and at
+the first and last step) it takes the top Hessian eigenvalue(s) of the full
+training loss by Lanczos, warm-started from the previous eigenvectors, and
+records it next to the optimizer's stability threshold:
+
+* GD / SGD with heavy-ball momentum ``beta``: sharpness vs ``(2 + 2 beta) / lr``
+  (``2 / lr`` for plain GD);
+* Adam: the preconditioned sharpness ``lambda_max(P^-1 H)`` with
+  ``P = (1 - beta1^t) diag(sqrt(v_hat) + eps)`` vs ``(2 + 2 beta1) / ((1 - beta1) lr)``
+  (Cohen et al. 2022, "Adaptive gradient methods at the edge of stability");
+* any optimizer with a ``stability_threshold()`` method (and optionally
+  ``preconditioner()`` returning the diagonal of ``P`` flat): what it says.
+
+Metrics written (per measurement): ``sharpness``, ``eigenvalues`` (top-k),
+``sharpness_hvps``, ``sharpness_residual``, ``stability_threshold``,
+``grad_norm`` and ``grad_projections`` (``(g . u_i)^2`` for the top eigenvectors,
+which the variational-learning threshold needs); optionally ``hessian_trace``,
+Jacobian norm summaries and ``gradcov_trace``; for Adam
+``preconditioned_sharpness`` and ``preconditioned_threshold``.
+
+The warm-start vectors live in memory only: after a resume the first
+measurement starts cold (same values to ``tol``, more products).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from genlab.curvature.gradcov import gradient_covariance
+from genlab.curvature.jacobian import jacobian_norms
+from genlab.curvature.lanczos import lanczos
+from genlab.curvature.operators import HessianOperator, PreconditionedOperator
+from genlab.curvature.trace import hutchpp
+from genlab.train.callbacks import Callback, TrainState
+
+
+def stability_threshold(optimizer: torch.optim.Optimizer) -> float:
+    """The sharpness above which the optimizer's quadratic model diverges (``nan`` if unknown).
+
+    GD/SGD: ``(2 + 2 beta) / lr`` (heavy-ball momentum ``beta``); Adam:
+    ``(2 + 2 beta1) / ((1 - beta1) lr)`` for the *preconditioned* sharpness.
+    """
+    if hasattr(optimizer, "stability_threshold"):
+        return float(optimizer.stability_threshold())
+    group = optimizer.param_groups[0]
+    lr = float(group["lr"])
+    if isinstance(optimizer, torch.optim.SGD):
+        if group.get("nesterov"):
+            return math.nan
+        beta = float(group.get("momentum", 0.0))
+        return (2 + 2 * beta) / lr
+    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        b1 = float(group["betas"][0])
+        return (2 + 2 * b1) / ((1 - b1) * lr)
+    return math.nan
+
+
+def adaptive_preconditioner(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+    """Diagonal of the preconditioner ``P`` of the last step, flat in parameter order (``None`` if none).
+
+    Adam's step is ``-lr m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - beta1^t)``;
+    written as ``-lr P^-1 m`` this is ``P = (1 - beta1^t) (sqrt(v_hat) + eps)``.
+    """
+    if hasattr(optimizer, "preconditioner"):
+        return optimizer.preconditioner()
+    if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        return None
+    parts = []
+    for group in optimizer.param_groups:
+        b1, b2 = group["betas"]
+        for p in group["params"]:
+            st = optimizer.state.get(p)
+            if not st or "exp_avg_sq" not in st:
+                return None
+            t = float(st["step"])
+            v_hat = st["exp_avg_sq"] / (1 - b2 ** t)
+            parts.append(((1 - b1 ** t) * (v_hat.sqrt() + group["eps"])).reshape(-1))
+    return torch.cat(parts)
+
+
+class SharpnessTracker(Callback):
+    """Records the top Hessian eigenvalue(s) every ``every`` steps, warm-started (see module docstring).
+
+    Args:
+        every: steps between measurements (also measured at step 0 and the last step).
+        top_k: eigenvalues to track.
+        tol: Lanczos relative residual tolerance (a guaranteed bound on the relative error).
+        max_iter: most Hessian-vector products per measurement.
+        trace_matvecs: if > 0, also a Hutch++ estimate of the Hessian trace with this many products.
+        jacobian: also the input-output Jacobian norms over the training set.
+        gradcov: also the trace of the per-sample gradient covariance (``n x d`` memory).
+        subset: measure on the first ``subset`` training points instead of all.
+    """
+
+    def __init__(self, every: int, top_k: int = 1, tol: float = 1e-4, max_iter: int = 100,
+                 trace_matvecs: int = 0, jacobian: bool = False, gradcov: bool = False, subset: int | None = None):
+        if every < 1 or top_k < 1:
+            raise ValueError("every and top_k must be >= 1")
+        self.every, self.top_k, self.tol, self.max_iter = int(every), int(top_k), float(tol), int(max_iter)
+        self.trace_matvecs, self.jacobian, self.gradcov, self.subset = int(trace_matvecs), jacobian, gradcov, subset
+        self._vectors: torch.Tensor | None = None
+        self._pre_vectors: torch.Tensor | None = None
+        self.measurements = 0
+        self.total_hvps = 0
+
+    # -------------------------------------------------------------- callbacks
+    def on_train_start(self, state: TrainState, resumed: bool) -> None:
+        if not resumed:
+            self.measure(state)
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step % self.every == 0 or state.step == state.total_steps:
+            self.measure(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"measurements": self.measurements, "total_hvps": self.total_hvps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.measurements = int(state.get("measurements", 0))
+        self.total_hvps = int(state.get("total_hvps", 0))
+
+    # ------------------------------------------------------------ measuring
+    def _generator(self, state: TrainState) -> torch.Generator:
+        seed = int(np.random.SeedSequence([getattr(state.config, "seed", 0), state.step, 7]).generate_state(1)[0])
+        return torch.Generator().manual_seed(seed)
+
+    def measure(self, state: TrainState) -> dict[str, Any]:
+        """Take one measurement now and add it to ``state.metrics``; returns what was added."""
+        obj = state.objective
+        indices = None if self.subset is None else torch.arange(min(self.subset, obj.n))
+        H = HessianOperator(obj, indices=indices)
+        gen = self._generator(state)
+        v0 = self._vectors
+        if v0 is not None:  # a little noise keeps the Krylov space from missing a new top direction
+            v0 = v0.sum(dim=1)
+            v0 = v0 / v0.norm() + 1e-3 * torch.randn(H.dim, generator=gen, dtype=torch.float64).to(v0)
+        res = lanczos(H, self.top_k, tol=self.tol, max_iter=self.max_iter, v0=v0, generator=gen)
+        self._vectors = res.eigenvectors
+        out: dict[str, Any] = {
+            "sharpness": float(res.eigenvalues[0]),
+            "sharpness_hvps": res.matvecs,
+            "sharpness_residual": max(res.residuals) if res.residuals else math.nan,
+            "stability_threshold": stability_threshold(state.optimizer),
+        }
+        if self.top_k > 1:
+            out["eigenvalues"] = [float(x) for x in res.eigenvalues]
+        if H.gradient is not None:
+            g = H.gradient
+            out["grad_norm"] = float(g.norm())
+            out["grad_projections"] = [float(torch.dot(g, u)) ** 2 for u in res.eigenvectors.T]
+        p_diag = adaptive_preconditioner(state.optimizer)
+        if p_diag is not None:
+            pre = lanczos(PreconditionedOperator(H, p_diag.to(H.dtype)), 1, tol=self.tol, max_iter=self.max_iter,
+                          v0=self._pre_vectors, generator=gen)
+            self._pre_vectors = pre.eigenvectors
+            out["preconditioned_sharpness"] = float(pre.eigenvalues[0])
+            out["preconditioned_hvps"] = pre.matvecs
+        if self.trace_matvecs > 0:
+            out["hessian_trace"] = hutchpp(H, self.trace_matvecs, generator=gen).value
+        H.release()
+        if self.jacobian:
+            out.update(jacobian_norms(obj).summary())
+        if self.gradcov:
+            out["gradcov_trace"] = gradient_covariance(obj, top_k=1, indices=indices).trace
+        self.measurements += 1
+        self.total_hvps += res.matvecs
+        state.metrics.update(out)
+        return out

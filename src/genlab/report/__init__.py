@@ -1,0 +1,1 @@
+"""Figures (matplotlib, headless) shared by the commands and reproductions."""
