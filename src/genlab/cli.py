@@ -133,6 +133,25 @@ def curvature_cmd(
     print(line + f"; {r['hvp_count']} Hessian-vector products; wrote {Path(run_dir) / 'curvature.json'}")
 
 
+@app.command("reproduce")
+def reproduce_cmd(
+    name: Annotated[str, typer.Argument(help="Which result: sharpening.")],
+    quick: Annotated[bool, Opt("--quick", help="Small setting (minutes on 2 CPU cores).")] = False,
+    out: Annotated[Optional[Path], Opt("--out", help="Output directory (default reproductions/NAME[-quick]).")] = None,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Reproduce a paper's result on real data: writes OUT/results.json (claim, verdict, numbers) and figures."""
+    from genlab.experiments import reproduce
+
+    out = out or Path("reproductions") / (name + ("-quick" if quick else ""))
+    r = reproduce(name, out, quick=quick, quiet=quiet)
+    print(f"{name}: {r.verdict} -- {r.claim}")
+    for key, value in r.metrics.items():
+        if "." not in key:
+            print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    print(f"wrote {Path(out) / 'results.json'} and {', '.join(r.figures)}")
+
+
 @app.command("datasets")
 def datasets_cmd() -> None:
     """List the named datasets with their sizes and where their files are."""

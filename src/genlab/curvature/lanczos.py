@@ -37,7 +37,7 @@ class EigenResult:
     iterations: int
     converged: bool
     method: str = "lanczos"
-    history: list[float] = field(default_factory=list)
+    history: list[float] = field(default_factory=list)  # the top estimate after each product
 
     def as_dict(self) -> dict:
         """JSON-able summary (no eigenvectors)."""
@@ -101,11 +101,13 @@ def lanczos(op: CurvatureOperator, k: int = 1, *, tol: float = 1e-4, max_iter: i
         q = q.sum(dim=1) if q.dim() == 2 else q.reshape(-1)
         nrm = q.norm()
         q = _random_unit(op, generator) if not torch.isfinite(nrm) or nrm == 0 else q / nrm
-    Q = torch.zeros(d, max_iter + 1, dtype=op.dtype, device=op.device)
+    # the basis grows in blocks: allocating (d, max_iter) up front costs more than a short warm-started run
+    Q = torch.empty(d, min(max_iter + 1, 32), dtype=op.dtype, device=op.device)
     alphas: list[float] = []
     betas: list[float] = []
     Q[:, 0] = q
     residuals: list[float] = []
+    history: list[float] = []
     converged = False
     m = 0
     theta = S = None
@@ -124,6 +126,7 @@ def lanczos(op: CurvatureOperator, k: int = 1, *, tol: float = 1e-4, max_iter: i
         theta, S = np.linalg.eigh(T)
         kk = min(k, m)
         idx = _select(theta, kk, which)
+        history.append(float(theta[idx[0]]))
         scale = max(float(np.abs(theta).max()), 1e-300) * 1e-12
         residuals = [abs(beta * S[-1, i]) for i in idx]
         errors = residuals if error == "residual" else [_gap_error(r, theta, i) for r, i in zip(residuals, idx)]
@@ -143,15 +146,27 @@ def lanczos(op: CurvatureOperator, k: int = 1, *, tol: float = 1e-4, max_iter: i
             r = _random_unit(op, generator)
             for _ in range(2):
                 r = r - Q[:, :m] @ (Q[:, :m].T @ r)
+            Q = _room(Q, m, max_iter)
             Q[:, m] = r / r.norm()
             betas.append(0.0)
             continue
+        Q = _room(Q, m, max_iter)
         Q[:, m] = w / beta
         betas.append(beta)
     S_t = torch.from_numpy(S[:, idx]).to(op.device, op.dtype)
     vecs = Q[:, :m] @ S_t
     vals = torch.tensor(theta[idx], dtype=torch.float64)
-    return EigenResult(vals, vecs, [float(r) for r in residuals], op.matvecs - start, m, converged)
+    return EigenResult(vals, vecs, [float(r) for r in residuals], op.matvecs - start, m, converged,
+                       history=history)
+
+
+def _room(Q: torch.Tensor, m: int, max_iter: int) -> torch.Tensor:
+    """``Q`` with at least ``m + 1`` columns (doubling, capped at ``max_iter + 1``)."""
+    if m < Q.shape[1]:
+        return Q
+    bigger = torch.empty(Q.shape[0], min(2 * Q.shape[1], max_iter + 1), dtype=Q.dtype, device=Q.device)
+    bigger[:, :Q.shape[1]] = Q
+    return bigger
 
 
 def _gap_error(r: float, theta: np.ndarray, i: int) -> float:
