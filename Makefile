@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.genlab-installed
+# benchmarks run in their own environment: genlab plus the peers they compare against
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.genlab-installed
 
 .PHONY: demo test bench venv clean
 
@@ -23,8 +26,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+$(BENCH_STAMP): pyproject.toml benchmarks/requirements-peers.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps -r benchmarks/requirements-peers.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(BENCH_VENV) runs

@@ -8,8 +8,8 @@ import torch
 
 from genlab.cli import main
 from genlab.config import TrainConfig
-from genlab.curvature import HessianOperator, PreconditionedOperator, lanczos
-from genlab.curvature.tracking import SharpnessTracker, adaptive_preconditioner, stability_threshold
+from genlab.curvature import HessianOperator, lanczos
+from genlab.curvature.tracking import adaptive_preconditioner, stability_threshold
 from genlab.train import load_run, train
 
 

@@ -129,7 +129,7 @@ def curvature_cmd(
     if "gauss_newton" in r:
         line += f"; Gauss-Newton explains {100 * r['gauss_newton']['gauss_newton_fraction']:.1f}% of the top one"
     if "jacobian" in r:
-        line += f"; max Jacobian spectral norm {r['jacobian']['jacobian_spec_max']:.4g}"
+        line += f"; max Jacobian spectral norm {r['jacobian']['train_jacobian_spec_max']:.4g}"
     print(line + f"; {r['hvp_count']} Hessian-vector products; wrote {Path(run_dir) / 'curvature.json'}")
 
 

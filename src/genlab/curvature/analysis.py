@@ -11,7 +11,8 @@ keys tools can rely on:
 * ``loss``: the objective the Hessian is of (mean training loss).
 
 Optional sections: ``density`` (SLQ), ``jacobian`` (input-output Jacobian norms
-and MacDonald et al.'s quantities), ``gauss_newton`` (top Gauss-Newton
+on the training and test sets and MacDonald et al.'s quantities, see
+:mod:`genlab.bounds.jacobian`), ``gauss_newton`` (top Gauss-Newton
 eigenvalues and the Gauss-Newton / residual split of the top Hessian eigenvalue).
 """
 
@@ -26,7 +27,6 @@ import numpy as np
 import torch
 
 from genlab.curvature.density import slq
-from genlab.curvature.jacobian import jacobian_norms
 from genlab.curvature.lanczos import lanczos
 from genlab.curvature.operators import GaussNewtonOperator, HessianOperator
 from genlab.curvature.trace import hutchpp
@@ -109,8 +109,14 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
                                   "residuals": gn.residuals, "matvecs": gn.matvecs,
                                   "top_ratio": float(gn.eigenvalues[0] / top.eigenvalues[0]), **split}
     if jacobian:
-        norms = jacobian_norms(obj)
-        result["jacobian"] = norms.summary()
+        from genlab.bounds.jacobian import jacobian_terms
+
+        test = run.test_objective
+        test_obj = Objective(model, test.x, test.y, loss=test.loss_name, batch_size=test.batch_size,
+                             classification=test.classification)
+        gn_top = result["gauss_newton"]["top_eigenvalues"][0] if gauss_newton else None
+        result["jacobian"] = jacobian_terms(obj, test_obj, gauss_newton_top=gn_top,
+                                            hessian_top=result["top_eigenvalues"][0])
     result["hvp_count"] = H.matvecs
     result["wall_time_s"] = time.perf_counter() - t0
     H.release()

@@ -1,0 +1,1 @@
+"""Generalisation bounds and the quantities they are made of."""
