@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from benchmarks.common import record
@@ -114,10 +113,10 @@ def pyhessian_power(model, x, y, tol, max_iter, record: list | None = None):
 
     With ``record`` (a list) every Rayleigh quotient PyHessian computes is appended to it.
     """
-    import sys
+    import importlib
 
-    import pyhessian  # noqa: F401 - the package exports a class named like its module
-    ph = sys.modules["pyhessian.hessian"]
+    # `pyhessian.hessian` is shadowed by the class the package exports: take the module itself
+    ph = importlib.import_module("pyhessian.hessian")
     count = {"n": 0}
     original = ph.hessian_vector_product
 
