@@ -151,6 +151,7 @@ class SharpnessTracker(Callback):
             "sharpness": float(res.eigenvalues[0]),
             "sharpness_hvps": res.matvecs,
             "sharpness_residual": max(res.residuals) if res.residuals else math.nan,
+            "sharpness_converged": res.converged,
             "stability_threshold": stability_threshold(state.optimizer),
         }
         if self.top_k > 1:
