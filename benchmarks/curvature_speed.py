@@ -1,9 +1,13 @@
 """Top Hessian eigenvalue to 1e-4 relative accuracy: genlab's Lanczos against PyHessian's power iteration,
 scipy's eigsh on the same Hessian-vector products, and curvlinops' Hessian operator with eigsh.
 
-Two cases, each trained by full-batch GD with MSE (Cohen et al.'s loss) past the point where sharpness meets
-2/lr, so the Hessian is one at the edge of stability (top two eigenvalues close): an MLP of about 10k parameters
-(tanh 80-80) on 1,000 MNIST-1D points, and LeNet-5 on 5,000 MNIST points. All methods run in
+Two cases, each trained by full-batch GD with MSE (Cohen et al.'s loss) at a learning rate whose 2/lr is below
+the initial sharpness, so GD catapults and the Hessian wanted is one with its top two eigenvalues close (the
+ratio is recorded as `gap_ratio`): an MLP of about 10k parameters (tanh 80-80) on 1,000 MNIST-1D points after
+300 steps at lr 0.7 (at the edge of stability, sharpness about 2/lr), and LeNet-5 on 5,000 MNIST points after
+30 steps at lr 0.45 (just after its first catapult, sharpness 1.4 with the second eigenvalue 5% below it; at
+this lr LeNet keeps catapulting, and at a spike the top eigenvalue is well separated, which favours power
+iteration: an earlier run at one such point, lr 0.6 step 60, gap ratio 0.6, measured only 1.3x over PyHessian). All methods run in
 float32 on the same model; the reference eigenvalue is a float64 Lanczos run to residual 1e-10. Each method is
 run at a ladder of its own tolerance settings and credited with the cheapest one whose answer is within 1e-4 of
 the reference ("at the same accuracy"); PyHessian's default (tol 1e-3, 100 iterations) is reported as it is.
@@ -30,13 +34,13 @@ def trained_case(name: str):
     from genlab.train import train
     import tempfile
 
-    # learning rates with 2/lr below the initial sharpness (3.6 and 4.4): GD catapults to the edge of stability
+    # learning rates with 2/lr below the initial sharpness: GD catapults (see the module docstring)
     if name == "mlp-10k":
         cfg = TrainConfig(dataset="mnist1d", n_train=1000, model="mlp", width=80, depth=2, activation="tanh",
                           optimizer="gd", lr=0.7, steps=300, eval_every=300, loss="mse", seed=0)
     else:
-        cfg = TrainConfig(dataset="mnist", n_train=5000, model="lenet5", optimizer="gd", lr=0.6, steps=60,
-                          eval_every=60, loss="mse", seed=0, eval_batch_size=5000)
+        cfg = TrainConfig(dataset="mnist", n_train=5000, model="lenet5", optimizer="gd", lr=0.45, steps=30,
+                          eval_every=30, loss="mse", seed=0, eval_batch_size=5000)
     with tempfile.TemporaryDirectory() as tmp:
         run = train(cfg, tmp, quiet=True)
     run.model.eval()
@@ -55,9 +59,13 @@ def timed(fn):
 
 
 def best_of(fn, budget_s: float = 2.0):
-    """Run ``fn`` (returning (value, matvecs, seconds)) up to 3 times while cheap; keep the fastest."""
+    """Run ``fn`` (returning (value, matvecs, seconds)) up to 7 times while cheap; keep the fastest.
+
+    Millisecond-scale runs (the MLP) are dominated by scheduling noise on a shared machine; more repeats
+    of those make the minimum a fair estimate; expensive runs (LeNet) are timed once.
+    """
     runs = [fn()]
-    while len(runs) < 3 and sum(r[2] for r in runs) < budget_s:
+    while len(runs) < 7 and sum(r[2] for r in runs) < budget_s:
         runs.append(fn())
     return min(runs, key=lambda r: r[2])
 

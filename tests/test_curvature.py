@@ -80,6 +80,37 @@ def test_lanczos_largest_magnitude_and_residual_guarantee():
     assert pw.residuals[0] > 1e-4
 
 
+def test_gap_error_estimate_waits_for_the_ritz_value_to_settle():
+    from genlab.curvature.lanczos import _tail_estimate
+    from genlab.curvature.operators import CurvatureOperator
+
+    # the tail of a geometric sequence of increments: 1, 0.5 -> 0.5 more to come
+    assert _tail_estimate([0.0, 1.0]) == float("inf")
+    assert _tail_estimate([0.0, 1.0, 1.5]) == pytest.approx(0.5)
+    assert _tail_estimate([0.0, 1.0, 1.1]) == pytest.approx(0.1)  # floored at the last increment
+    assert _tail_estimate([0.0, 1.0, 2.5]) == float("inf")  # not converging yet
+
+    def diag(top_pair):
+        lam = torch.cat([torch.tensor(top_pair), torch.linspace(-1, 5, 298)]).double()
+
+        class Diag(CurvatureOperator):
+            def _matvec(self, v):
+                return lam * v
+        return Diag(300, torch.float64, "cpu")
+
+    for seed in range(5):
+        gen = torch.Generator().manual_seed(seed)
+        # warm start near the top eigenvector (as in tracking): the estimate holds, in fewer products than
+        # the guaranteed residual rule takes
+        v0 = torch.zeros(300, dtype=torch.float64)
+        v0[0] = 1.0
+        v0 = v0 + 0.02 * torch.randn(300, generator=gen, dtype=torch.float64)
+        res = lanczos(diag([10.0, 9.99]), 1, tol=1e-4, error="gap", v0=v0)
+        guaranteed = lanczos(diag([10.0, 9.99]), 1, tol=1e-4, v0=v0)
+        assert 3 <= res.matvecs < guaranteed.matvecs
+        assert abs(float(res.eigenvalues[0]) - 10.0) / 10.0 <= 1e-4
+
+
 def test_warm_started_lanczos_needs_few_products(obj):
     H = HessianOperator(obj)
     cold = lanczos(H, k=1, tol=1e-6, generator=torch.Generator().manual_seed(0))

@@ -82,7 +82,10 @@ def lanczos(op: CurvatureOperator, k: int = 1, *, tol: float = 1e-4, max_iter: i
             gap in a small Krylov space, so the gap term alone stopped after two
             products 1e-3 off). Far fewer products for the same true accuracy, but
             an estimate, not a bound (the benchmarks check it against converged
-            references); needs at least three products.
+            references); needs at least three products. It trusts the Ritz gap, so
+            from a cold start a close pair the Krylov space has not resolved yet is
+            invisible to it (the Ritz value sits between the pair, off by up to the
+            residual): use it with warm starts near the top direction, as tracking does.
 
     Returns:
         :class:`EigenResult` with eigenvalues in descending order (by ``which``).

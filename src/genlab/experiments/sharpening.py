@@ -66,7 +66,7 @@ class SharpeningSetting:
 
 SETTINGS = {
     "quick": SharpeningSetting("mnist1d", None, (("mse", 0.1, 1500), ("mse", 0.2, 1500), ("ce", 0.15, 1500),
-                                                 ("ce", 0.25, 1500)), track_every=25, expected_minutes=3),
+                                                 ("ce", 0.25, 1500)), track_every=25, expected_minutes=5),
     "full": SharpeningSetting("mnist", 5000, (("mse", 0.02, 4000), ("mse", 0.04, 4000), ("ce", 0.1, 4000),
                                               ("ce", 0.2, 4000)), track_every=25, expected_minutes=45),
 }
