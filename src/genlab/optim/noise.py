@@ -1,0 +1,135 @@
+"""Noise covariances for SGLD, built from a batch of per-sample gradients without any ``d x d`` matrix.
+
+Wang et al. (NeurIPS 2021), "Optimizing Information-theoretical Generalization Bounds via Anisotropic Noise
+in SGLD": for ``W_t = W_{t-1} - lr g_t + N(0, Sigma_t)`` the mutual information between the sample and the
+weights is bounded by a sum over steps of ``(lr^2 / 2) E[(g_t - mu_t)^T Sigma_t^-1 (g_t - mu_t)]``; at a fixed
+trace budget the minimiser is ``Sigma proportional to C^1/2`` with ``C`` the gradient covariance.
+
+With the ``B`` per-sample gradients of a batch as rows of ``G`` and ``Gc = G - mean``, the covariance estimate
+is ``C = Gc^T Gc / B`` (rank at most ``B - 1``). Every shape here is scaled to the same total variance
+``trace`` so shapes are comparable, and mixed with an isotropic floor so ``Sigma`` is invertible:
+
+``Sigma = (1 - floor) * trace * S / tr(S) + floor * trace / d * I``
+
+with ``S`` one of ``I`` (isotropic), ``diag(C)`` (diagonal), ``C`` (gradcov) or ``C^1/2`` (sqrt-gradcov). The
+low-rank shapes are held as ``a I + V diag(s) V^T`` (``V`` the ``d x k`` eigenvectors of ``C`` from the
+``B x B`` Gram matrix), so sampling, ``Sigma^-1`` products and traces cost ``O(d B)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SHAPES = ("isotropic", "diagonal", "gradcov", "sqrt-gradcov")
+
+
+@dataclass
+class NoiseCovariance:
+    """``Sigma = diag(a) + V diag(s) V^T`` with ``a`` a scalar or a ``(d,)`` vector and ``V`` orthonormal (``d x k``).
+
+    A diagonal ``a`` is only used without a low-rank part (the diagonal shape), which keeps the inverse exact.
+    """
+
+    a: torch.Tensor                # () or (d,)
+    V: torch.Tensor | None = None  # (d, k) orthonormal columns
+    s: torch.Tensor | None = None  # (k,) >= 0
+
+    @property
+    def dim(self) -> int:
+        return self.a.numel() if self.a.dim() == 1 else (self.V.shape[0] if self.V is not None else -1)
+
+    def trace(self, d: int) -> float:
+        """``tr(Sigma)`` for dimension ``d``."""
+        base = float(self.a.sum()) if self.a.dim() == 1 else float(self.a) * d
+        return base + (float(self.s.sum()) if self.s is not None else 0.0)
+
+    def sample(self, d: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One draw of ``N(0, Sigma)`` (``(d,)``)."""
+        dtype = self.a.dtype
+        z = torch.randn(d, generator=generator, dtype=dtype).to(self.a.device)
+        out = self.a.sqrt() * z
+        if self.V is not None:
+            w = torch.randn(self.s.numel(), generator=generator, dtype=dtype).to(self.a.device)
+            out = out + self.V @ (self.s.sqrt() * w)
+        return out
+
+    def inv_quad(self, v: torch.Tensor) -> float:
+        """``v^T Sigma^-1 v`` (Woodbury on the low-rank part: ``1/a - s / (a (a + s))`` along ``V``)."""
+        if self.V is None:
+            return float((v * v / self.a).sum())
+        a = float(self.a)
+        p = self.V.T @ v
+        return float(v @ v) / a - float((p * p * self.s / (a * (a + self.s))).sum())
+
+    def dense(self, d: int) -> torch.Tensor:
+        """The ``d x d`` matrix (tests and tiny models only)."""
+        S = torch.diag(self.a.expand(d) if self.a.dim() == 0 else self.a).clone()
+        if self.V is not None:
+            S = S + self.V @ torch.diag(self.s) @ self.V.T
+        return S
+
+
+def gram_eigen(G: torch.Tensor, tol: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs ``(lam, V)`` of ``C = Gc^T Gc / B`` from the ``B x B`` Gram matrix, zero modes dropped."""
+    B = G.shape[0]
+    Gc = G - G.mean(dim=0)
+    K = (Gc @ Gc.T).double() / B
+    lam, U = torch.linalg.eigh(K)
+    keep = lam > tol * max(float(lam.max()), 1e-300)
+    lam, U = lam[keep], U[:, keep]
+    V = Gc.double().T @ U / torch.sqrt(B * lam)
+    return lam.to(G.dtype), V.to(G.dtype)
+
+
+def noise_covariance(shape: str, G: torch.Tensor, trace: float, floor: float = 1e-3) -> NoiseCovariance:
+    """The SGLD noise covariance of ``shape`` with total variance ``trace``, from per-sample gradients ``G`` (B x d).
+
+    Args:
+        shape: ``isotropic``, ``diagonal``, ``gradcov`` (``C``) or ``sqrt-gradcov`` (``C^1/2``).
+        G: the batch's per-sample gradients, one row each.
+        trace: ``tr(Sigma)``, the same for every shape.
+        floor: the share of ``trace`` spread isotropically (``Sigma`` stays invertible; 0 < floor <= 1).
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"noise shape must be one of {', '.join(SHAPES)}, not {shape!r}")
+    if not 0 < floor <= 1:
+        raise ValueError(f"floor must be in (0, 1], not {floor}")
+    if not trace > 0:
+        raise ValueError(f"trace must be > 0, not {trace}")
+    d = G.shape[1]
+    iso = torch.tensor(trace / d, dtype=G.dtype, device=G.device)
+    if shape == "isotropic":
+        return NoiseCovariance(iso)
+    if shape == "diagonal":
+        c = (G - G.mean(dim=0)).pow(2).mean(dim=0)
+        total = float(c.sum())
+        if total <= 0:
+            return NoiseCovariance(iso)
+        return NoiseCovariance((1 - floor) * trace * c / total + floor * iso)
+    lam, V = gram_eigen(G)
+    if lam.numel() == 0:
+        return NoiseCovariance(iso)
+    S = lam if shape == "gradcov" else lam.sqrt()
+    return NoiseCovariance(floor * iso, V, (1 - floor) * trace * S / S.sum())
+
+
+def closed_form_kl_ratio(C: torch.Tensor) -> float:
+    """``(tr C^1/2)^2 / (d tr C)``: the KL term of ``sqrt-gradcov`` over ``isotropic`` noise at equal trace.
+
+    For gradient noise of covariance ``C``, ``E[(g - mu)^T Sigma^-1 (g - mu)] = tr(Sigma^-1 C)``: ``d tr C / t``
+    for ``Sigma = t I / d`` and ``(tr C^1/2)^2 / t`` for ``Sigma = t C^1/2 / tr C^1/2`` (Wang et al., no floor).
+    """
+    lam = torch.linalg.eigvalsh(C.double()).clamp_min(0)
+    return float(lam.sqrt().sum() ** 2 / (C.shape[0] * lam.sum()))
+
+
+def expected_kl_term(cov: NoiseCovariance, C: torch.Tensor) -> float:
+    """``tr(Sigma^-1 C)`` for an explicit ``C`` (tests and the closed-form comparison; ``d x d``)."""
+    d = C.shape[0]
+    return float(torch.trace(torch.linalg.solve(cov.dense(d).double(), C.double())))
+
+
+__all__ = ["SHAPES", "NoiseCovariance", "noise_covariance", "gram_eigen", "closed_form_kl_ratio",
+           "expected_kl_term"]

@@ -1,0 +1,124 @@
+"""SGLD noise covariances against explicit d x d matrices, the closed form of Wang et al., and the optimizer."""
+
+import math
+
+import pytest
+import torch
+
+from genlab.optim import SGLD, closed_form_kl_ratio, information_bound, noise_covariance
+from genlab.optim.noise import SHAPES, expected_kl_term, gram_eigen
+
+
+def grads(B=6, d=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.linspace(0.1, 3.0, d, dtype=torch.float64)
+    return torch.randn(B, d, generator=g, dtype=torch.float64) * scales + 0.5
+
+
+def explicit_cov(G):
+    Gc = G - G.mean(dim=0)
+    return Gc.T @ Gc / G.shape[0]
+
+
+def psd_sqrt(C):
+    lam, U = torch.linalg.eigh(C)
+    lam = torch.where(lam > 1e-12 * lam.max(), lam, torch.zeros_like(lam))  # roundoff zeros stay zero under sqrt
+    return U @ torch.diag(lam.sqrt()) @ U.T
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_shape_has_the_trace_budget_and_the_explicit_matrix(shape):
+    G, tau, floor = grads(), 0.3, 0.01
+    d = G.shape[1]
+    cov = noise_covariance(shape, G, tau, floor)
+    dense = cov.dense(d)
+    assert cov.trace(d) == pytest.approx(tau, rel=1e-10)
+    assert float(torch.trace(dense)) == pytest.approx(tau, rel=1e-10)
+    C = explicit_cov(G)
+    S = {"isotropic": torch.eye(d, dtype=G.dtype), "diagonal": torch.diag(torch.diag(C)), "gradcov": C,
+         "sqrt-gradcov": psd_sqrt(C)}[shape]
+    expected = tau * S / torch.trace(S)
+    if shape != "isotropic":
+        expected = (1 - floor) * expected + floor * tau / d * torch.eye(d, dtype=G.dtype)
+    torch.testing.assert_close(dense, expected, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_inverse_quadratic_form_matches_a_dense_solve(shape):
+    G = grads()
+    d = G.shape[1]
+    cov = noise_covariance(shape, G, 0.3, 0.01)
+    v = torch.randn(d, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    exact = float(v @ torch.linalg.solve(cov.dense(d), v))
+    assert cov.inv_quad(v) == pytest.approx(exact, rel=1e-8)
+
+
+@pytest.mark.parametrize("shape", ["diagonal", "sqrt-gradcov"])
+def test_samples_have_the_covariance(shape):
+    G = grads()
+    d = G.shape[1]
+    cov = noise_covariance(shape, G, 1.0, 0.05)
+    gen = torch.Generator().manual_seed(0)
+    X = torch.stack([cov.sample(d, gen) for _ in range(20000)])
+    emp = X.T @ X / X.shape[0]
+    dense = cov.dense(d)
+    assert float((emp - dense).norm() / dense.norm()) < 0.05
+
+
+def test_gram_eigenpairs_are_those_of_the_covariance():
+    G = grads(B=5, d=9)
+    lam, V = gram_eigen(G)
+    C = explicit_cov(G)
+    assert lam.numel() == 4  # rank B - 1 after centring
+    torch.testing.assert_close(C @ V, V * lam, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(V.T @ V, torch.eye(4, dtype=G.dtype), rtol=0, atol=1e-10)
+
+
+def test_sqrt_gradcov_minimises_the_kl_term_at_equal_trace_and_matches_the_closed_form():
+    # full-rank C (B > d), floor negligible: E[(g - mu)^T Sigma^-1 (g - mu)] = tr(Sigma^-1 C)
+    G = grads(B=400, d=10, seed=1)
+    C = explicit_cov(G)
+    terms = {s: expected_kl_term(noise_covariance(s, G, 1.0, 1e-9), C) for s in SHAPES}
+    assert terms["sqrt-gradcov"] <= min(terms.values()) * (1 + 1e-9)
+    assert terms["sqrt-gradcov"] / terms["isotropic"] == pytest.approx(closed_form_kl_ratio(C), rel=1e-6)
+    assert closed_form_kl_ratio(C) < 1  # Cauchy-Schwarz, strict for a non-scalar C
+
+
+def test_sgld_step_is_gradient_step_plus_the_noise_and_accounts_the_kl_term():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+    opt = SGLD([w], lr=0.1, noise="isotropic", noise_trace=0.5, seed=7)
+    w0 = w.detach().clone()
+    w.grad = torch.arange(5, dtype=torch.float64)
+    mu = torch.ones(5, dtype=torch.float64)
+    opt.step(prior_mean=mu)
+    xi = noise_covariance("isotropic", w0.unsqueeze(0), 0.5).sample(5, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(w.detach(), w0 - 0.1 * w.grad + xi)
+    diff = w.grad - mu
+    assert opt.info == pytest.approx(0.5 * 0.01 * float(diff @ diff) * 5 / 0.5)
+
+
+def test_sgld_needs_per_sample_grads_for_anisotropic_shapes_and_resumes_its_noise():
+    w = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    opt = SGLD([w], lr=0.1, noise="sqrt-gradcov", noise_trace=0.1)
+    w.grad = torch.ones(4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="per_sample_grads"):
+        opt.step()
+    G = grads(B=3, d=4)
+    opt.step(per_sample_grads=G, prior_mean=torch.zeros(4, dtype=torch.float64))
+    sd = opt.state_dict()
+    a = w.detach().clone()
+    opt.step(per_sample_grads=G)
+    after_a = w.detach().clone()
+    w.data.copy_(a)
+    opt2 = SGLD([w], lr=0.1, noise="sqrt-gradcov", noise_trace=0.1, seed=99)
+    opt2.load_state_dict(sd)
+    opt2.step(per_sample_grads=G)
+    torch.testing.assert_close(w.detach(), after_a)
+    assert opt2.info == pytest.approx(opt.info) and opt2.info > 0
+
+
+def test_information_bound_by_hand():
+    assert information_bound(2.0, 100, 0.5) == pytest.approx(math.sqrt(2 * 0.25 * 2.0 / 100))
+    with pytest.raises(ValueError):
+        information_bound(-1.0, 10)
