@@ -1,5 +1,6 @@
 """SGLD noise covariances against explicit d x d matrices, the closed form of Wang et al., and the optimizer."""
 
+import json
 import math
 
 import pytest
@@ -122,3 +123,36 @@ def test_information_bound_by_hand():
     assert information_bound(2.0, 100, 0.5) == pytest.approx(math.sqrt(2 * 0.25 * 2.0 / 100))
     with pytest.raises(ValueError):
         information_bound(-1.0, 10)
+
+
+def test_sgld_training_runs_resumes_exactly_and_reports_the_bound(tmp_path):
+    from test_train import Crash, assert_same_params
+
+    from genlab.config import TrainConfig
+    from genlab.train import train
+
+    for optimizer in ("sgld", "gld"):
+        cfg = TrainConfig(dataset="mnist1d", n_train=300, model="mlp", width=16, optimizer=optimizer, lr=0.05,
+                          batch_size=32, seed=1, steps=12, checkpoint_every=4, eval_every=4,
+                          sgld_noise="sqrt-gradcov", noise_trace=1e-2, noise_floor=0.1)
+        straight = train(cfg, tmp_path / f"{optimizer}-straight", quiet=True)
+        with pytest.raises(Crash.Boom):
+            train(cfg, tmp_path / f"{optimizer}-crashed", callbacks=[Crash(at=10)], quiet=True)
+        train(cfg, tmp_path / f"{optimizer}-crashed", quiet=True)
+        assert_same_params(tmp_path / f"{optimizer}-straight", tmp_path / f"{optimizer}-crashed")
+        s = straight.summary
+        assert s["sgld_information"] > 0
+        assert s["sgld_error_gap_bound"] == pytest.approx(information_bound(s["sgld_information"], 300, 0.5))
+        resumed = json.loads((tmp_path / f"{optimizer}-crashed" / "summary.json").read_text())
+        assert resumed["sgld_information"] == pytest.approx(s["sgld_information"], rel=1e-9)
+
+
+def test_sgld_noise_moves_the_weights_by_the_trace_budget():
+    # zero gradient: each step adds N(0, Sigma) with tr(Sigma) = noise_trace, so E||w_T - w_0||^2 = T * trace
+    # (d = 2000: ||w||^2 / E is chi^2_d / d, relative spread sqrt(2 / d) = 3%)
+    w = torch.nn.Parameter(torch.zeros(2000, dtype=torch.float64))
+    opt = SGLD([w], lr=0.1, noise="isotropic", noise_trace=0.2, seed=0)
+    for _ in range(100):
+        w.grad = torch.zeros_like(w)
+        opt.step()
+    assert float(w.detach().pow(2).sum()) == pytest.approx(100 * 0.2, rel=0.12)

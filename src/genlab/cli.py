@@ -68,6 +68,10 @@ def train_cmd(
     track_top_k: Annotated[Optional[int], Opt(help="Top eigenvalues tracked (with --track-sharpness).")] = None,
     track_trace: Annotated[Optional[int], Opt(help="Hutch++ products for the Hessian trace per measurement.")] = None,
     track_jacobian: Annotated[Optional[bool], Opt("--track-jacobian", help="Also track input-output Jacobian norms.")] = None,
+    sgld_noise: Annotated[Optional[str], Opt(help="SGLD noise shape: isotropic | diagonal | gradcov | sqrt-gradcov.")] = None,
+    noise_trace: Annotated[Optional[float], Opt(help="SGLD: total noise variance tr(Sigma) added per step.")] = None,
+    noise_floor: Annotated[Optional[float], Opt(help="SGLD: share of the noise spread isotropically (0, 1].")] = None,
+    sgld_bound: Annotated[Optional[bool], Opt("--sgld-bound/--no-sgld-bound", help="SGLD: account the information-theoretic bound.")] = None,
     overwrite: Annotated[bool, Opt(help="Discard a different run already in --out.")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -81,7 +85,8 @@ def train_cmd(
                  depth=depth, activation=activation, dropout=dropout, batchnorm=batchnorm, momentum=momentum,
                  weight_decay=weight_decay, eval_every=eval_every, checkpoint_every=checkpoint_every, dtype=dtype,
                  device=device, data_dir=data_dir, track_sharpness=track_sharpness, track_top_k=track_top_k,
-                 track_trace=track_trace, track_jacobian=track_jacobian,
+                 track_trace=track_trace, track_jacobian=track_jacobian, sgld_noise=sgld_noise,
+                 noise_trace=noise_trace, noise_floor=noise_floor, sgld_bound=sgld_bound,
                  dataset_options=parse_key_values(dataset_option, "--dataset-option") or None,
                  model_options=parse_key_values(model_option, "--model-option") or None)
     file_values = read_config_file(config) if config else None

@@ -53,6 +53,13 @@ class TrainConfig(BaseModel):
     epochs: int | None = Field(None, ge=1)
     steps: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
+    # SGLD (optimizer sgld / gld; genlab.optim.SGLD)
+    sgld_noise: Literal["isotropic", "diagonal", "gradcov", "sqrt-gradcov"] = Field(
+        "isotropic", description="SGLD noise shape")
+    noise_trace: float = Field(1e-4, gt=0.0, description="SGLD: total noise variance tr(Sigma) added per step")
+    noise_floor: float = Field(1e-3, gt=0.0, le=1.0, description="SGLD: share of noise_trace spread isotropically")
+    sgld_bound: bool = Field(True, description="SGLD: account the information-theoretic bound (one held-out "
+                                               "gradient per step)")
     # bookkeeping (do not change the trajectory)
     eval_every: int | None = Field(None, ge=1, description="steps between evaluations; default: one epoch")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints; default: eval_every")

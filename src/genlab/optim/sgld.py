@@ -121,3 +121,35 @@ def information_bound(info: float, n: int, subgaussian: float = 1.0) -> float:
     if info < 0 or n < 1 or subgaussian <= 0:
         raise ValueError("need info >= 0, n >= 1 and subgaussian > 0")
     return math.sqrt(2 * subgaussian ** 2 * info / n)
+
+
+def _step_subset(seed: int, step: int, salt: int, n: int, size: int) -> torch.Tensor:
+    """A batch of ``size`` indices out of ``n`` that depends on (seed, step, salt) alone (resumable)."""
+    import numpy as np
+
+    state = int(np.random.SeedSequence([seed, step, salt]).generate_state(1)[0])
+    return torch.randperm(n, generator=torch.Generator().manual_seed(state))[:size]
+
+
+def step_inputs(optimizer: SGLD, objective, test_objective, indices: torch.Tensor | None, *, batch_size: int,
+                seed: int, step: int, bound: bool) -> dict[str, torch.Tensor]:
+    """What :meth:`SGLD.step` needs besides ``.grad``, as the training loop computes it.
+
+    * ``per_sample_grads``: of the step's batch; in full-batch mode (``gld``) of a batch of ``batch_size``
+      training points drawn afresh each step (the covariance is estimated, the drift is the full gradient).
+    * ``prior_mean`` (when ``bound``): the prior chain's drift ``mu_t``, Wang et al.'s expected gradient,
+      estimated as the mean gradient at the current weights on ``batch_size`` *held-out* points (the test
+      split, drawn afresh each step). It depends on the trajectory so far but not on the training sample,
+      which is what the chaining argument needs of the prior.
+    """
+    from genlab.curvature.gradcov import stacked_per_sample_grads
+    from genlab.objective import params_to_vector
+
+    out: dict[str, torch.Tensor] = {}
+    if optimizer.needs_per_sample_grads:
+        idx = indices if indices is not None else _step_subset(seed, step, 1, objective.n, batch_size)
+        out["per_sample_grads"] = stacked_per_sample_grads(objective, idx)
+    if bound:
+        held = _step_subset(seed, step, 2, test_objective.n, batch_size)
+        out["prior_mean"] = params_to_vector(test_objective.grad(indices=held))
+    return out

@@ -50,6 +50,15 @@ def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tenso
                 rest["state"][str(pid)][key] = {"tensor": True, "dtype": str(value.dtype)}
             else:
                 rest["state"][str(pid)][key] = {"value": value}
+    # optimizer-specific top-level entries (e.g. SGLD's noise generator state): tensors or JSON values
+    for key, value in state.items():
+        if key in ("state", "param_groups"):
+            continue
+        if isinstance(value, torch.Tensor):
+            tensors[f"optim_extra.{key}"] = value
+            rest.setdefault("extra", {})[key] = {"tensor": True}
+        else:
+            rest.setdefault("extra", {})[key] = {"value": value}
     return tensors, rest
 
 
@@ -60,7 +69,10 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]
             key: tensors[f"optim.{pid}.{key}"] if desc.get("tensor") else desc["value"]
             for key, desc in pstate.items()
         }
-    return {"state": state, "param_groups": rest["param_groups"]}
+    out = {"state": state, "param_groups": rest["param_groups"]}
+    for key, desc in rest.get("extra", {}).items():
+        out[key] = tensors[f"optim_extra.{key}"] if desc.get("tensor") else desc["value"]
+    return out
 
 
 def save_checkpoint(path: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

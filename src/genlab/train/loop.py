@@ -208,7 +208,14 @@ class _Session:
                 raise DivergenceError(f"non-finite loss ({loss}) at step {state.step + 1}; last good checkpoint "
                                       f"(step {self.kept_step()}) kept in {self.rd.checkpoint}; try a smaller --lr",
                                       step=state.step + 1)
-            self.optimizer.step()
+            if getattr(self.optimizer, "needs_per_sample_grads", None) is not None:  # SGLD
+                from genlab.optim.sgld import step_inputs
+
+                self.optimizer.step(**step_inputs(self.optimizer, state.objective, state.test_objective, indices,
+                                                  batch_size=config.batch_size, seed=config.seed,
+                                                  step=state.step, bound=config.sgld_bound))
+            else:
+                self.optimizer.step()
         if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
             raise DivergenceError(f"non-finite parameters after step {state.step + 1} (its loss was {loss:.4g}); "
                                   f"last good checkpoint (step {self.kept_step()}) kept in {self.rd.checkpoint}; "
@@ -343,6 +350,13 @@ def _write_summary(rd: RunDir, state: TrainState, status: str, elapsed: float, f
     if tracked is not None:
         summary["sharpness"] = tracked["sharpness"]
         summary["stability_threshold"] = tracked.get("stability_threshold")
+    info = getattr(state.optimizer, "info", None)
+    if info is not None and state.config.sgld_bound:
+        # Wang et al.: E[gap] <= sqrt(2 R^2 I / n); the 0-1 error is 1/2-sub-Gaussian
+        from genlab.optim.sgld import information_bound
+
+        summary["sgld_information"] = info
+        summary["sgld_error_gap_bound"] = information_bound(info, state.objective.n, 0.5)
     if message:
         summary["message"] = message
     write_json_atomic(rd.summary, summary)

@@ -51,3 +51,15 @@ register_optimizer(OptimizerSpec(
     "adam", "Adam on mini-batches (momentum is beta1 when given, else 0.9)", False,
     lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay,
                                        betas=(c.momentum or 0.9, 0.999))))
+
+
+def _sgld(params, c):
+    from genlab.optim.sgld import SGLD
+
+    return SGLD(params, lr=c.lr, noise=c.sgld_noise, noise_trace=c.noise_trace, floor=c.noise_floor, seed=c.seed)
+
+
+register_optimizer(OptimizerSpec("sgld", "mini-batch SGLD with structured noise (--sgld-noise, --noise-trace)",
+                                 False, _sgld))
+register_optimizer(OptimizerSpec("gld", "full-batch gradient descent plus SGLD noise (C from a batch of "
+                                 "--batch-size points)", True, _sgld))
