@@ -6,6 +6,7 @@ bound along the way.
 """
 
 from genlab.optim.noise import SHAPES, NoiseCovariance, closed_form_kl_ratio, noise_covariance
-from genlab.optim.sgld import SGLD, information_bound
+from genlab.bounds.infotheory import information_bound
+from genlab.optim.sgld import SGLD
 
 __all__ = ["SHAPES", "NoiseCovariance", "noise_covariance", "closed_form_kl_ratio", "SGLD", "information_bound"]

@@ -10,7 +10,7 @@ of a data-independent prior chain that moves by ``-lr mu_t`` (same ``Sigma_t``) 
 ``I(S; W_T) <= sum_t (lr^2 / 2) (g_t - mu_t)^T Sigma_t^-1 (g_t - mu_t)``
 
 (the expectation over the sample is estimated by the one run). When ``step`` is given ``prior_mean`` (``mu_t``,
-flat), the term is added to the running ``info`` estimate; :func:`information_bound` turns it into the
+flat), the term is added to the running ``info`` estimate; :func:`genlab.bounds.infotheory.information_bound` turns it into the
 expected-generalization-gap bound ``sqrt(2 R^2 I / n)`` for an ``R``-sub-Gaussian loss. Which ``mu_t`` is used
 (Wang et al. take the expected gradient, estimated on data the step did not use) is the caller's choice and
 must be stated with the number.
@@ -18,7 +18,6 @@ must be stated with the number.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
@@ -111,16 +110,6 @@ class SGLD(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         if gen is not None:
             self.generator.set_state(gen)
-
-
-def information_bound(info: float, n: int, subgaussian: float = 1.0) -> float:
-    """``sqrt(2 R^2 I / n)``: the expected generalization-gap bound from the mutual-information estimate ``I``.
-
-    ``R`` is the sub-Gaussian parameter of the loss (a loss in ``[0, 1]`` is ``1/2``-sub-Gaussian).
-    """
-    if info < 0 or n < 1 or subgaussian <= 0:
-        raise ValueError("need info >= 0, n >= 1 and subgaussian > 0")
-    return math.sqrt(2 * subgaussian ** 2 * info / n)
 
 
 def _step_subset(seed: int, step: int, salt: int, n: int, size: int) -> torch.Tensor:

@@ -353,7 +353,7 @@ def _write_summary(rd: RunDir, state: TrainState, status: str, elapsed: float, f
     info = getattr(state.optimizer, "info", None)
     if info is not None and state.config.sgld_bound:
         # Wang et al.: E[gap] <= sqrt(2 R^2 I / n); the 0-1 error is 1/2-sub-Gaussian
-        from genlab.optim.sgld import information_bound
+        from genlab.bounds.infotheory import information_bound
 
         summary["sgld_information"] = info
         summary["sgld_error_gap_bound"] = information_bound(info, state.objective.n, 0.5)
