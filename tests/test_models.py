@@ -14,7 +14,7 @@ from genlab.models.layers import dry_run
 from genlab.models.vit import default_patch_size
 from genlab.objective import Objective
 
-FAMILIES = ["mlp", "lenet5", "cnn", "resnet", "vit"]
+FAMILIES = ["mlp", "lenet5", "cnn", "zhu-cnn", "resnet", "vit"]
 SHAPES = [(40,), (2, 40), (1, 28, 28), (3, 32, 32), (1, 8, 8)]
 
 
@@ -41,8 +41,9 @@ def test_registry_names():
 @pytest.mark.parametrize("name", FAMILIES)
 def test_builds_and_maps_batch_to_outputs(name, shape):
     torch.manual_seed(0)
-    if name == "lenet5" and min(shape[1:] or shape) < 12:
-        with pytest.raises(ConfigError, match="at least 12 per side"):
+    smallest = {"lenet5": 12, "zhu-cnn": 16}.get(name, 0)
+    if min(shape[1:] or shape) < smallest:
+        with pytest.raises(ConfigError, match=f"at least {smallest} per side"):
             build_model(name, shape, 7)
         return
     model = build_model(name, shape, 7)
@@ -70,7 +71,8 @@ def test_list_models_counts_and_leaves_rng_alone():
 
     small = {r["name"]: r for r in list_models((1, 8, 8), 10)}
     assert small["lenet5"]["parameters"] is None and "12" in small["lenet5"]["note"]
-    assert all(small[n]["parameters"] > 0 for n in FAMILIES if n != "lenet5")
+    assert small["zhu-cnn"]["parameters"] is None and "16" in small["zhu-cnn"]["note"]
+    assert all(small[n]["parameters"] > 0 for n in FAMILIES if n not in ("lenet5", "zhu-cnn"))
 
 
 # --------------------------------------------------------------------------- parameter counts
@@ -105,6 +107,14 @@ def test_cnn_parameter_count():
     # 28 -> 13 -> 7 -> 4; flatten 25 * 16 = 400.
     expected_2d = (25 * 25 + 25) + 2 * (25 * 25 * 9 + 25) + (400 * 10 + 10)
     assert count_parameters(build_model("cnn", (1, 28, 28), 10)) == expected_2d == 15_960
+
+
+def test_zhu_cnn_parameter_count():
+    # Zhu et al. / Wang et al.: 28 -> 24 -> 12 -> 8 -> 4, flatten 10 * 16 = 160
+    expected = (10 * 25 + 10) + (10 * 10 * 25 + 10) + (160 * 50 + 50) + (50 * 10 + 10)
+    assert count_parameters(build_model("zhu-cnn", (1, 28, 28), 10)) == expected == 11_330
+    # 40 -> 36 -> 18 -> 14 -> 7 on MNIST-1D
+    assert count_parameters(build_model("zhu-cnn", (40,), 10)) == 60 + 510 + (70 * 50 + 50) + 510
 
 
 def test_resnet_and_vit_parameter_counts():
@@ -266,7 +276,7 @@ def test_mlp_dropout_after_each_hidden_activation():
 @pytest.mark.parametrize(
     "kwargs,pattern",
     [
-        (dict(name="transformer"), r"unknown model 'transformer'; allowed: mlp, lenet5, cnn, resnet, vit"),
+        (dict(name="transformer"), r"unknown model 'transformer'; allowed: mlp, lenet5, cnn, zhu-cnn, resnet, vit"),
         (dict(name="mlp", width=0), r"width must be an integer >= 1; got 0"),
         (dict(name="mlp", depth=-1), r"depth must be an integer >= 1; got -1"),
         (dict(name="cnn", width=2.5), r"width must be an integer >= 1; got 2.5"),

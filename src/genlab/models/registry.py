@@ -17,6 +17,7 @@ from genlab.models.lenet import LeNet5
 from genlab.models.mlp import MLP
 from genlab.models.resnet import ResNet
 from genlab.models.vit import VisionTransformer
+from genlab.models.zhu_cnn import ZhuCNN
 
 _ALL_ACTIVATIONS = tuple(ACTIVATIONS)
 
@@ -63,6 +64,10 @@ def _build_mlp(input_shape, output_dim, *, width, depth, dropout, activation, ba
 
 def _build_lenet5(input_shape, output_dim, *, width, depth, dropout, activation, batchnorm, pooling="max"):
     return LeNet5(input_shape, output_dim, width=width, dropout=dropout, activation=activation, pooling=pooling)
+
+
+def _build_zhu_cnn(input_shape, output_dim, *, width, depth, dropout, activation, batchnorm):
+    return ZhuCNN(input_shape, output_dim, width=width, dropout=dropout, activation=activation)
 
 
 def _build_cnn(input_shape, output_dim, *, width, depth, dropout, activation, batchnorm):
@@ -130,6 +135,19 @@ MODELS: dict[str, ModelSpec] = {
             default_depth=3,
             width_help="channels of every conv layer",
             depth_help="number of conv layers",
+            default_activation="relu",
+            activations=_ALL_ACTIVATIONS,
+            options={},
+        ),
+        ModelSpec(
+            name="zhu-cnn",
+            description="Zhu et al.'s SGLD-noise CNN: conv5-pool-conv5-pool, fc 50, head (11,330 params on 28x28)",
+            reference="Zhu et al. 2019; Wang et al. 2021",
+            builder=_build_zhu_cnn,
+            default_width=10,
+            default_depth=None,
+            width_help="channels of both convs",
+            depth_help="fixed (2 conv + 2 fc layers); does not apply",
             default_activation="relu",
             activations=_ALL_ACTIVATIONS,
             options={},
