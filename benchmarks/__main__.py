@@ -4,10 +4,10 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import curvature_speed, objective_speed, tracking_overhead, train_acceptance
+from benchmarks import curvature_speed, objective_speed, sgld_step, tracking_overhead, train_acceptance
 from benchmarks.common import RESULTS
 
-MODULES = (train_acceptance, objective_speed, curvature_speed, tracking_overhead)
+MODULES = (train_acceptance, objective_speed, curvature_speed, tracking_overhead, sgld_step)
 
 
 def write_summary() -> Path:
