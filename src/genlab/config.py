@@ -60,6 +60,11 @@ class TrainConfig(BaseModel):
     noise_floor: float = Field(1e-3, gt=0.0, le=1.0, description="SGLD: share of noise_trace spread isotropically")
     sgld_bound: bool = Field(True, description="SGLD: account the information-theoretic bound (one held-out "
                                                "gradient per step)")
+    # noise injected into the step (genlab.train.noise_injection)
+    noise: Literal["none", "label", "dropconnect", "anti-pgd"] = Field(
+        "none", description="noise injection: label, dropconnect or anti-pgd (with noise_sigma)")
+    noise_sigma: float = Field(0.0, ge=0.0, description="label: target std (regression) or flip probability; "
+                                                        "dropconnect: drop rate (< 1); anti-pgd: perturbation std")
     # bookkeeping (do not change the trajectory)
     eval_every: int | None = Field(None, ge=1, description="steps between evaluations; default: one epoch")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints; default: eval_every")
@@ -90,6 +95,14 @@ class TrainConfig(BaseModel):
         if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
             return v
         raise ValueError(f"unknown device {v!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+
+    @model_validator(mode="after")
+    def _noise_sigma_range(self) -> TrainConfig:
+        if self.noise == "dropconnect" and not self.noise_sigma < 1:
+            raise ValueError(f"noise_sigma is the dropconnect drop rate and must be < 1 (got {self.noise_sigma})")
+        if self.noise == "label" and self.noise_sigma > 1 and self.loss == "ce":
+            raise ValueError(f"noise_sigma is a flip probability for classification labels (got {self.noise_sigma})")
+        return self
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainConfig:

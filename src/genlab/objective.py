@@ -237,17 +237,21 @@ class Objective:
         return {"loss": total / count, "accuracy": correct / count if classify else float("nan")}
 
     # -------------------------------------------------------- training support
-    def accumulate_grad(self, indices: torch.Tensor | None = None) -> float:
+    def accumulate_grad(self, indices: torch.Tensor | None = None, target_transform=None) -> float:
         """Mean loss over ``indices`` (all if None), backpropagated into ``.grad`` (train mode).
 
         Gradients are *added* to ``.grad`` (call ``optimizer.zero_grad()`` first),
         weighted so that the result is the gradient of the mean over the chosen
         examples however many chunks they take. Returns the mean loss.
+        ``target_transform`` (optional) maps each chunk's targets before the loss
+        (label noise), in chunk order.
         """
         count = self.n if indices is None else len(indices)
         total = 0.0
         self.model.train()
         for xb, yb in self.chunks(indices):
+            if target_transform is not None:
+                yb = target_transform(yb)
             loss_sum = self.batch_loss(xb, yb, reduction="sum")
             (loss_sum / count).backward()
             total += float(loss_sum.detach())

@@ -27,6 +27,7 @@ from genlab.train.run import (Run, assemble_run, check_same_data, data_fingerpri
                               make_objectives, read_run_config, resolve_device)
 from genlab.train.callbacks import Callback, EvalCallback, TrainState
 from genlab.train.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint, save_state_dict
+from genlab.train.noise_injection import after_step, noisy_gradient
 from genlab.train.optimizers import OPTIMIZERS, build_optimizer
 from genlab.jsonio import write_json_atomic
 from genlab.train.run_dir import RunDir, environment_info
@@ -203,7 +204,8 @@ class _Session:
 
             loss = float(self.optimizer.step(closure))
         else:
-            loss = state.objective.accumulate_grad(indices)
+            loss = noisy_gradient(config.noise, config.noise_sigma, state.objective, indices, seed=config.seed,
+                                  step=state.step)
             if not math.isfinite(loss):
                 raise DivergenceError(f"non-finite loss ({loss}) at step {state.step + 1}; last good checkpoint "
                                       f"(step {self.kept_step()}) kept in {self.rd.checkpoint}; try a smaller --lr",
@@ -216,6 +218,7 @@ class _Session:
                                                   step=state.step, bound=config.sgld_bound))
             else:
                 self.optimizer.step()
+        after_step(config.noise, config.noise_sigma, self.model, seed=config.seed, step=state.step)
         if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
             raise DivergenceError(f"non-finite parameters after step {state.step + 1} (its loss was {loss:.4g}); "
                                   f"last good checkpoint (step {self.kept_step()}) kept in {self.rd.checkpoint}; "
