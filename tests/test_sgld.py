@@ -156,3 +156,21 @@ def test_sgld_noise_moves_the_weights_by_the_trace_budget():
         w.grad = torch.zeros_like(w)
         opt.step()
     assert float(w.detach().pow(2).sum()) == pytest.approx(100 * 0.2, rel=0.12)
+
+
+def test_heldout_covariance_comes_from_held_out_points_only():
+    from genlab.curvature.gradcov import stacked_per_sample_grads
+    from genlab.optim.sgld import _step_subset, step_inputs
+    from test_noise_injection import regression_objective
+
+    train_obj, test_obj = regression_objective(0), regression_objective(1)
+    test_obj.model = train_obj.model  # same network, other data
+    opt = SGLD(train_obj.model.parameters(), lr=0.1, noise="sqrt-gradcov")
+    got = step_inputs(opt, train_obj, test_obj, torch.arange(8), batch_size=8, seed=0, step=3, bound=True,
+                      cov="heldout", cov_size=10)
+    expected = stacked_per_sample_grads(test_obj, _step_subset(0, 3, 3, test_obj.n, 10))
+    torch.testing.assert_close(got["per_sample_grads"], expected)
+    assert got["prior_mean"].shape == (expected.shape[1],)
+    batch = step_inputs(opt, train_obj, test_obj, torch.arange(8), batch_size=8, seed=0, step=3, bound=False)
+    torch.testing.assert_close(batch["per_sample_grads"], stacked_per_sample_grads(train_obj, torch.arange(8)))
+    assert "prior_mean" not in batch

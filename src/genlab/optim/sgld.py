@@ -121,11 +121,15 @@ def _step_subset(seed: int, step: int, salt: int, n: int, size: int) -> torch.Te
 
 
 def step_inputs(optimizer: SGLD, objective, test_objective, indices: torch.Tensor | None, *, batch_size: int,
-                seed: int, step: int, bound: bool) -> dict[str, torch.Tensor]:
+                seed: int, step: int, bound: bool, cov: str = "batch",
+                cov_size: int | None = None) -> dict[str, torch.Tensor]:
     """What :meth:`SGLD.step` needs besides ``.grad``, as the training loop computes it.
 
-    * ``per_sample_grads``: of the step's batch; in full-batch mode (``gld``) of a batch of ``batch_size``
-      training points drawn afresh each step (the covariance is estimated, the drift is the full gradient).
+    * ``per_sample_grads`` (``cov="batch"``): of the step's batch; in full-batch mode (``gld``) of
+      ``cov_size`` training points drawn afresh each step. ``cov="heldout"``: of ``cov_size`` held-out points
+      drawn afresh each step, so that ``Sigma_t`` depends on the trajectory but not on the training sample --
+      Wang et al.'s covariance is the *expected* gradient covariance, shared by the prior and the posterior
+      kernels, and a ``Sigma_t`` computed from the training batch would make the prior data-dependent.
     * ``prior_mean`` (when ``bound``): the prior chain's drift ``mu_t``, Wang et al.'s expected gradient,
       estimated as the mean gradient at the current weights on ``batch_size`` *held-out* points (the test
       split, drawn afresh each step). It depends on the trajectory so far but not on the training sample,
@@ -135,9 +139,14 @@ def step_inputs(optimizer: SGLD, objective, test_objective, indices: torch.Tenso
     from genlab.objective import params_to_vector
 
     out: dict[str, torch.Tensor] = {}
+    size = cov_size or batch_size
     if optimizer.needs_per_sample_grads:
-        idx = indices if indices is not None else _step_subset(seed, step, 1, objective.n, batch_size)
-        out["per_sample_grads"] = stacked_per_sample_grads(objective, idx)
+        if cov == "heldout":
+            out["per_sample_grads"] = stacked_per_sample_grads(
+                test_objective, _step_subset(seed, step, 3, test_objective.n, size))
+        else:
+            idx = indices if indices is not None else _step_subset(seed, step, 1, objective.n, size)
+            out["per_sample_grads"] = stacked_per_sample_grads(objective, idx)
     if bound:
         held = _step_subset(seed, step, 2, test_objective.n, batch_size)
         out["prior_mean"] = params_to_vector(test_objective.grad(indices=held))

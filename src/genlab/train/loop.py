@@ -215,7 +215,8 @@ class _Session:
 
                 self.optimizer.step(**step_inputs(self.optimizer, state.objective, state.test_objective, indices,
                                                   batch_size=config.batch_size, seed=config.seed,
-                                                  step=state.step, bound=config.sgld_bound))
+                                                  step=state.step, bound=config.sgld_bound, cov=config.sgld_cov,
+                                                  cov_size=config.sgld_cov_size))
             else:
                 self.optimizer.step()
         after_step(config.noise, config.noise_sigma, self.model, seed=config.seed, step=state.step)
