@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from genlab.curvature.gradcov import gradient_covariance
@@ -37,6 +36,7 @@ from genlab.curvature.jacobian import jacobian_norms
 from genlab.curvature.lanczos import lanczos
 from genlab.curvature.operators import HessianOperator, PreconditionedOperator
 from genlab.curvature.trace import hutchpp
+from genlab.seeding import keyed_generator
 from genlab.train.callbacks import Callback, TrainState
 
 
@@ -136,8 +136,7 @@ class SharpnessTracker(Callback):
 
     # ------------------------------------------------------------ measuring
     def _generator(self, state: TrainState) -> torch.Generator:
-        seed = int(np.random.SeedSequence([getattr(state.config, "seed", 0), state.step, 7]).generate_state(1)[0])
-        return torch.Generator().manual_seed(seed)
+        return keyed_generator(getattr(state.config, "seed", 0), state.step, 7)
 
     def measure(self, state: TrainState) -> dict[str, Any]:
         """Take one measurement now and add it to ``state.metrics``; returns what was added."""

@@ -36,10 +36,6 @@ class NoiseCovariance:
     V: torch.Tensor | None = None  # (d, k) orthonormal columns
     s: torch.Tensor | None = None  # (k,) >= 0
 
-    @property
-    def dim(self) -> int:
-        return self.a.numel() if self.a.dim() == 1 else (self.V.shape[0] if self.V is not None else -1)
-
     def trace(self, d: int) -> float:
         """``tr(Sigma)`` for dimension ``d``."""
         base = float(self.a.sum()) if self.a.dim() == 1 else float(self.a) * d

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 import torch
 
 from genlab.optim.noise import SHAPES, noise_covariance
+from genlab.seeding import keyed_generator
 
 
 class SGLD(torch.optim.Optimizer):
@@ -49,12 +50,11 @@ class SGLD(torch.optim.Optimizer):
         if not lr > 0 or not noise_trace > 0:
             raise ValueError(f"lr and noise_trace must be > 0 (got {lr}, {noise_trace})")
         super().__init__(params, dict(lr=lr, noise=noise, noise_trace=noise_trace, floor=floor,
-                                      info=0.0, info_steps=0))
+                                      info=0.0))
         if len(self.param_groups) != 1:
             raise ValueError("SGLD takes one parameter group")
         self.generator = torch.Generator().manual_seed(int(seed))
         self.needs_per_sample_grads = noise != "isotropic"
-        self.last_kl_term: float | None = None
 
     @property
     def info(self) -> float:
@@ -88,9 +88,7 @@ class SGLD(torch.optim.Optimizer):
         xi = cov.sample(d, self.generator).to(g.device)
         if prior_mean is not None:
             diff = g - prior_mean.to(g)
-            self.last_kl_term = 0.5 * group["lr"] ** 2 * cov.inv_quad(diff)
-            group["info"] += self.last_kl_term
-            group["info_steps"] += 1
+            group["info"] += 0.5 * group["lr"] ** 2 * cov.inv_quad(diff)
         offset = 0
         for p in params:
             n = p.numel()
@@ -114,10 +112,7 @@ class SGLD(torch.optim.Optimizer):
 
 def _step_subset(seed: int, step: int, salt: int, n: int, size: int) -> torch.Tensor:
     """A batch of ``size`` indices out of ``n`` that depends on (seed, step, salt) alone (resumable)."""
-    import numpy as np
-
-    state = int(np.random.SeedSequence([seed, step, salt]).generate_state(1)[0])
-    return torch.randperm(n, generator=torch.Generator().manual_seed(state))[:size]
+    return torch.randperm(n, generator=keyed_generator(seed, step, salt))[:size]
 
 
 def step_inputs(optimizer: SGLD, objective, test_objective, indices: torch.Tensor | None, *, batch_size: int,

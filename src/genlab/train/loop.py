@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -30,6 +29,7 @@ from genlab.train.checkpoint import load_checkpoint, read_checkpoint_metadata, s
 from genlab.train.noise_injection import after_step, noisy_gradient
 from genlab.train.optimizers import OPTIMIZERS, build_optimizer
 from genlab.jsonio import write_json_atomic
+from genlab.seeding import keyed_generator
 from genlab.train.run_dir import RunDir, environment_info
 
 
@@ -63,8 +63,7 @@ def batch_indices(config: TrainConfig, n: int, step: int) -> torch.Tensor | None
 @functools.lru_cache(maxsize=2)
 def _epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The order of the training points in one epoch: a function of (seed, epoch) alone."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1)[0]
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(state)))
+    return torch.randperm(n, generator=keyed_generator(seed, epoch))
 
 
 def _check_resumable(rd: RunDir, config: TrainConfig) -> None:

@@ -15,17 +15,16 @@ function of ``(seed, step)`` (no state to checkpoint), so a resumed run follows 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from genlab.objective import Objective
+from genlab.seeding import keyed_generator
 
 KINDS = ("none", "label", "dropconnect", "anti-pgd")
 
 
 def _generator(seed: int, step: int, salt: int) -> torch.Generator:
-    state = int(np.random.SeedSequence([seed, step, salt, 17]).generate_state(1)[0])
-    return torch.Generator().manual_seed(state)
+    return keyed_generator(seed, step, salt, 17)
 
 
 def noisy_gradient(kind: str, sigma: float, objective: Objective, indices: torch.Tensor | None, *, seed: int,
@@ -35,11 +34,13 @@ def noisy_gradient(kind: str, sigma: float, objective: Objective, indices: torch
         return objective.accumulate_grad(indices)
     gen = _generator(seed, step, 1)
     if kind == "label":
-        with torch.no_grad():
-            k = objective.forward(objective.x[:1]).shape[-1]  # number of classes
+        classes = objective.classification and not objective.y.is_floating_point()
+        if classes:
+            with torch.no_grad(), objective.eval_mode():  # eval: no dropout draws from the global RNG
+                k = objective.forward(objective.x[:1]).shape[-1]  # number of classes
 
         def transform(y: torch.Tensor) -> torch.Tensor:
-            if objective.classification and not y.is_floating_point():
+            if classes:
                 flip = torch.rand(y.shape, generator=gen) < sigma
                 other = torch.randint(0, k, y.shape, generator=gen)
                 return torch.where(flip.to(y.device), other.to(y), y)
