@@ -14,7 +14,7 @@ from genlab.models.layers import dry_run
 from genlab.models.vit import default_patch_size
 from genlab.objective import Objective
 
-FAMILIES = ["mlp", "lenet5", "cnn", "zhu-cnn", "resnet", "vit"]
+FAMILIES = ["mlp", "lenet5", "cnn", "zhu-cnn", "linear", "diagonal-linear", "resnet", "vit"]
 SHAPES = [(40,), (2, 40), (1, 28, 28), (3, 32, 32), (1, 8, 8)]
 
 
@@ -276,7 +276,7 @@ def test_mlp_dropout_after_each_hidden_activation():
 @pytest.mark.parametrize(
     "kwargs,pattern",
     [
-        (dict(name="transformer"), r"unknown model 'transformer'; allowed: mlp, lenet5, cnn, zhu-cnn, resnet, vit"),
+        (dict(name="transformer"), r"unknown model 'transformer'; allowed: mlp, lenet5, cnn, zhu-cnn, linear, diagonal-linear, resnet, vit"),
         (dict(name="mlp", width=0), r"width must be an integer >= 1; got 0"),
         (dict(name="mlp", depth=-1), r"depth must be an integer >= 1; got -1"),
         (dict(name="cnn", width=2.5), r"width must be an integer >= 1; got 2.5"),
@@ -407,3 +407,18 @@ def test_hessian_vector_products(name, shape, kwargs):
     for k, r in ref.items():
         torch.testing.assert_close(hvp[k], r, atol=1e-10, rtol=1e-8)
     assert any(r.abs().max() > 0 for r in ref.values())
+
+
+def test_linear_and_diagonal_linear_models():
+    x = torch.randn(7, 100)
+    lin = build_model("linear", (100,), 3)
+    assert count_parameters(lin) == 303
+    torch.testing.assert_close(lin(x), x @ lin.fc.weight.T + lin.fc.bias)
+    diag = build_model("diagonal-linear", (100,), 1, init_scale=0.5)
+    assert count_parameters(diag) == 200 and float(diag.u.detach()[0, 0]) == 0.5
+    with torch.no_grad():
+        diag.u.normal_()
+        diag.v.normal_()
+    torch.testing.assert_close(diag(x), x @ (diag.u * diag.v).T)
+    with pytest.raises(ConfigError, match="init_scale"):
+        build_model("diagonal-linear", (100,), 1, init_scale="big")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from genlab.optim import SGLD, closed_form_kl_ratio, information_bound, noise_covariance
-from genlab.optim.noise import SHAPES, expected_kl_term, gram_eigen
+from genlab.optim.noise import SHAPES, expected_kl_term, gram_eigen, residual_share
 
 
 def grads(B=6, d=12, seed=0):
@@ -31,7 +31,7 @@ def psd_sqrt(C):
 def test_every_shape_has_the_trace_budget_and_the_explicit_matrix(shape):
     G, tau, floor = grads(), 0.3, 0.01
     d = G.shape[1]
-    cov = noise_covariance(shape, G, tau, floor)
+    cov = noise_covariance(shape, G, tau, floor, complete=False)
     dense = cov.dense(d)
     assert cov.trace(d) == pytest.approx(tau, rel=1e-10)
     assert float(torch.trace(dense)) == pytest.approx(tau, rel=1e-10)
@@ -42,6 +42,56 @@ def test_every_shape_has_the_trace_budget_and_the_explicit_matrix(shape):
     if shape != "isotropic":
         expected = (1 - floor) * expected + floor * tau / d * torch.eye(d, dtype=G.dtype)
     torch.testing.assert_close(dense, expected, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", ["gradcov", "sqrt-gradcov"])
+def test_completed_shapes_are_the_completed_covariance_scaled_to_the_budget(shape):
+    G, tau, floor = grads(B=8, d=20), 0.3, 0.01
+    d = G.shape[1]
+    rho = residual_share(G)
+    assert 0 < rho < 1
+    C = explicit_cov(G)
+    lam, U = torch.linalg.eigh(C)
+    keep = lam > 1e-10 * lam.max()
+    V, lam = U[:, keep], lam[keep]
+    P = V @ V.T
+    rest = rho * float(lam.sum()) / (d - lam.numel())
+    Ct = (1 - rho) * V @ torch.diag(lam) @ V.T + rest * (torch.eye(d, dtype=G.dtype) - P)
+    S = Ct if shape == "gradcov" else psd_sqrt(Ct)
+    expected = (1 - floor) * tau * S / torch.trace(S) + floor * tau / d * torch.eye(d, dtype=G.dtype)
+    cov = noise_covariance(shape, G, tau, floor)
+    assert cov.trace(d) == pytest.approx(tau, rel=1e-10)
+    torch.testing.assert_close(cov.dense(d), expected, rtol=1e-8, atol=1e-10)
+
+
+def test_residual_share_is_the_cross_fitted_share_outside_the_other_halfs_span():
+    G = grads(B=10, d=30, seed=4)
+    Gc = G - G.mean(dim=0)
+    shares = []
+    for a, b in ((Gc[0::2], Gc[1::2]), (Gc[1::2], Gc[0::2])):
+        Q, _ = torch.linalg.qr(a.T)  # orthonormal basis of the span of a's rows
+        outside = b.T - Q @ (Q.T @ b.T)
+        shares.append(float(outside.pow(2).sum() / b.pow(2).sum()))
+    assert residual_share(G) == pytest.approx(sum(shares) / 2, rel=1e-8)
+    assert residual_share(torch.randn(40, 3, dtype=torch.float64)) == pytest.approx(0, abs=1e-10)  # B > d: spanned
+
+
+def test_completion_keeps_the_sqrt_shape_below_isotropic_when_a_batch_sees_few_directions():
+    # C with a decaying spectrum in d = 300; a batch of 32 sees 31 directions. Exact KL terms tr(Sigma^-1 C):
+    # the completed C^1/2 stays below isotropic; the uncompleted one charges the unseen variance to the floor.
+    d, B = 300, 32
+    gen = torch.Generator().manual_seed(5)
+    spectrum = 1.0 / torch.arange(1, d + 1, dtype=torch.float64) ** 1.5
+    U, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    C = U @ torch.diag(spectrum) @ U.T
+    G = torch.randn(B, d, generator=gen, dtype=torch.float64) * spectrum.sqrt() @ U.T
+    iso = expected_kl_term(noise_covariance("isotropic", G, 1.0), C)
+    completed = expected_kl_term(noise_covariance("sqrt-gradcov", G, 1.0, 1e-3), C)
+    plain = expected_kl_term(noise_covariance("sqrt-gradcov", G, 1.0, 1e-3, complete=False), C)
+    assert completed < 0.8 * iso
+    assert plain > 10 * iso
+    optimum = float(torch.linalg.eigvalsh(C).clamp_min(0).sqrt().sum() ** 2)  # (tr C^1/2)^2 / trace
+    assert completed > optimum * (1 - 1e-9)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -143,8 +193,25 @@ def test_sgld_training_runs_resumes_exactly_and_reports_the_bound(tmp_path):
         s = straight.summary
         assert s["sgld_information"] > 0
         assert s["sgld_error_gap_bound"] == pytest.approx(information_bound(s["sgld_information"], 300, 0.5))
+        assert s["sgld_heldout"].endswith("training-split points beyond n_train")
         resumed = json.loads((tmp_path / f"{optimizer}-crashed" / "summary.json").read_text())
         assert resumed["sgld_information"] == pytest.approx(s["sgld_information"], rel=1e-9)
+
+
+def test_a_covariance_from_the_training_batch_reports_no_bound_and_the_pool_is_the_unused_points(tmp_path):
+    from genlab.config import TrainConfig
+    from genlab.data import load_dataset
+    from genlab.train import train
+
+    full, sub = load_dataset("mnist1d"), load_dataset("mnist1d", n_train=300)
+    torch.testing.assert_close(sub.x_heldout, full.x_train[300:])
+    assert load_dataset("mnist1d").x_heldout is None
+    cfg = TrainConfig(dataset="mnist1d", n_train=300, model="mlp", width=16, optimizer="sgld", lr=0.05,
+                      batch_size=32, steps=3, sgld_noise="gradcov", sgld_cov="batch")
+    s = train(cfg, tmp_path / "batch", quiet=True).summary
+    assert s["sgld_information"] > 0 and s["sgld_error_gap_bound"] is None and "no bound" in s["sgld_bound_note"]
+    s = train(cfg.model_copy(update={"n_train": None, "steps": 2}), tmp_path / "all", quiet=True).summary
+    assert s["sgld_heldout"].startswith("the test split")
 
 
 def test_sgld_noise_moves_the_weights_by_the_trace_budget():
@@ -171,6 +238,7 @@ def test_heldout_covariance_comes_from_held_out_points_only():
     expected = stacked_per_sample_grads(test_obj, _step_subset(0, 3, 3, test_obj.n, 10))
     torch.testing.assert_close(got["per_sample_grads"], expected)
     assert got["prior_mean"].shape == (expected.shape[1],)
-    batch = step_inputs(opt, train_obj, test_obj, torch.arange(8), batch_size=8, seed=0, step=3, bound=False)
+    batch = step_inputs(opt, train_obj, test_obj, torch.arange(8), batch_size=8, seed=0, step=3, bound=False,
+                        cov="batch")
     torch.testing.assert_close(batch["per_sample_grads"], stacked_per_sample_grads(train_obj, torch.arange(8)))
     assert "prior_mean" not in batch

@@ -71,7 +71,8 @@ def train_cmd(
     sgld_noise: Annotated[Optional[str], Opt(help="SGLD noise shape: isotropic | diagonal | gradcov | sqrt-gradcov.")] = None,
     noise_trace: Annotated[Optional[float], Opt(help="SGLD: total noise variance tr(Sigma) added per step.")] = None,
     noise_floor: Annotated[Optional[float], Opt(help="SGLD: share of the noise spread isotropically (0, 1].")] = None,
-    sgld_cov: Annotated[Optional[str], Opt(help="SGLD: estimate C on the step's batch or on held-out points: batch | heldout.")] = None,
+    sgld_cov: Annotated[Optional[str], Opt(help="SGLD: estimate C on held-out points (default; the bound needs it) or on the step's batch: heldout | batch.")] = None,
+    sgld_completion: Annotated[Optional[bool], Opt("--sgld-completion/--no-sgld-completion", help="SGLD: complete the low-rank C with its estimated unseen variance (default on).")] = None,
     sgld_cov_size: Annotated[Optional[int], Opt(help="SGLD: points C is estimated on (default --batch-size).")] = None,
     sgld_bound: Annotated[Optional[bool], Opt("--sgld-bound/--no-sgld-bound", help="SGLD: account the information-theoretic bound.")] = None,
     noise: Annotated[Optional[str], Opt(help="Noise injection: none | label | dropconnect | anti-pgd.")] = None,
@@ -91,7 +92,7 @@ def train_cmd(
                  device=device, data_dir=data_dir, track_sharpness=track_sharpness, track_top_k=track_top_k,
                  track_trace=track_trace, track_jacobian=track_jacobian, sgld_noise=sgld_noise,
                  noise_trace=noise_trace, noise_floor=noise_floor, sgld_bound=sgld_bound,
-                 sgld_cov=sgld_cov, sgld_cov_size=sgld_cov_size,
+                 sgld_cov=sgld_cov, sgld_cov_size=sgld_cov_size, sgld_completion=sgld_completion,
                  noise=noise, noise_sigma=noise_sigma,
                  dataset_options=parse_key_values(dataset_option, "--dataset-option") or None,
                  model_options=parse_key_values(model_option, "--model-option") or None)

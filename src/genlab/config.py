@@ -59,7 +59,10 @@ class TrainConfig(BaseModel):
     noise_trace: float = Field(1e-4, gt=0.0, description="SGLD: total noise variance tr(Sigma) added per step")
     noise_floor: float = Field(1e-3, gt=0.0, le=1.0, description="SGLD: share of noise_trace spread isotropically")
     sgld_cov: Literal["batch", "heldout"] = Field(
-        "batch", description="SGLD: estimate C on the step's batch or on held-out points (data-independent prior)")
+        "heldout", description="SGLD: estimate C on held-out points (data-independent prior; a bound) or on the "
+                               "step's batch (no bound)")
+    sgld_completion: bool = Field(True, description="SGLD: complete the low-rank C with its estimated unseen "
+                                                    "variance (genlab.optim.noise)")
     sgld_cov_size: int | None = Field(None, ge=2, description="SGLD: points C is estimated on (default batch_size)")
     sgld_bound: bool = Field(True, description="SGLD: account the information-theoretic bound (one held-out "
                                                "gradient per step)")

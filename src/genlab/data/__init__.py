@@ -36,7 +36,10 @@ class Dataset:
 
     ``y_*`` are the targets in the form ``loss`` needs; ``labels_*`` are the class
     indices (after corruption, for train) of a classification dataset, ``None``
-    for regression. ``input_shape`` is per example.
+    for regression. ``input_shape`` is per example. ``x_heldout``/``y_heldout`` are
+    the training-split points after the first ``n_train`` (uncorrupted; ``None`` when
+    all are used): draws from the training distribution that neither training nor
+    the test figures touch (SGLD's data-independent prior estimates them).
     """
 
     name: str
@@ -52,6 +55,8 @@ class Dataset:
     info: dict[str, Any] = field(default_factory=dict)
     labels_train: torch.Tensor | None = None
     labels_test: torch.Tensor | None = None
+    x_heldout: torch.Tensor | None = None
+    y_heldout: torch.Tensor | None = None
 
 
 def load_dataset(name: str, *, n_train: int | None = None, label_noise: float = 0.0, loss: str | None = None,
@@ -91,7 +96,8 @@ def load_dataset(name: str, *, n_train: int | None = None, label_noise: float = 
     if n_train is not None:
         check_int(n_train, "n_train", 1)  # the upper bound is checked once the data are read
     x_tr, y_tr, x_te, y_te, info = spec.read(data_dir, **options)
-    x_tr, y_tr = take_first(x_tr, y_tr, n_train, name)
+    kept = len(take_first(x_tr, y_tr, n_train, name)[0])
+    x_tr, y_tr, x_rest, y_rest = x_tr[:kept], y_tr[:kept], x_tr[kept:], y_tr[kept:]
     info = {**info, "options": {**spec.options, **options}, "n_train": len(x_tr), "n_test": len(x_te),
             "label_noise": label_noise, "n_corrupted": 0, "loss": loss}
     labels_tr = labels_te = None
@@ -103,7 +109,9 @@ def load_dataset(name: str, *, n_train: int | None = None, label_noise: float = 
                    x_test=x_te.float(), y_test=as_targets(y_te, loss, num_classes), task=spec.task,
                    num_classes=num_classes, loss=loss, input_shape=tuple(x_tr.shape[1:]),
                    output_dim=int(y_tr.shape[1]) if y_tr.dim() == 2 else spec.output_dim, info=info,
-                   labels_train=labels_tr, labels_test=labels_te)
+                   labels_train=labels_tr, labels_test=labels_te,
+                   x_heldout=x_rest.float() if len(x_rest) else None,
+                   y_heldout=as_targets(y_rest, loss, num_classes) if len(x_rest) else None)
 
 
 def list_datasets(data_dir: str | Path | None = None) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from genlab.errors import ConfigError
 from genlab.models.cnn import SmallCNN
 from genlab.models.layers import ACTIVATIONS
 from genlab.models.lenet import LeNet5
+from genlab.models.linear import DiagonalLinear, LinearModel
 from genlab.models.mlp import MLP
 from genlab.models.resnet import ResNet
 from genlab.models.vit import VisionTransformer
@@ -68,6 +69,15 @@ def _build_lenet5(input_shape, output_dim, *, width, depth, dropout, activation,
 
 def _build_zhu_cnn(input_shape, output_dim, *, width, depth, dropout, activation, batchnorm):
     return ZhuCNN(input_shape, output_dim, width=width, dropout=dropout, activation=activation)
+
+
+def _build_linear(input_shape, output_dim, *, width, depth, dropout, activation, batchnorm):
+    return LinearModel(input_shape, output_dim, dropout=dropout)
+
+
+def _build_diagonal_linear(input_shape, output_dim, *, width, depth, dropout, activation, batchnorm,
+                           init_scale=0.1):
+    return DiagonalLinear(input_shape, output_dim, init_scale=init_scale, dropout=dropout)
 
 
 def _build_cnn(input_shape, output_dim, *, width, depth, dropout, activation, batchnorm):
@@ -153,6 +163,32 @@ MODELS: dict[str, ModelSpec] = {
             options={},
         ),
         ModelSpec(
+            name="linear",
+            description="linear predictor: flatten, one Linear layer (least squares / softmax regression)",
+            reference="closed-form checks (Wang et al. 2021's linear and logistic models)",
+            builder=_build_linear,
+            default_width=None,
+            default_depth=None,
+            width_help="does not apply",
+            depth_help="does not apply",
+            default_activation="relu",
+            activations=_ALL_ACTIVATIONS,
+            options={},
+        ),
+        ModelSpec(
+            name="diagonal-linear",
+            description="diagonal linear network f(x) = <u*v, x> (a known zero-loss manifold when n < d)",
+            reference="Woodworth et al. 2020; Shalova et al. 2024",
+            builder=_build_diagonal_linear,
+            default_width=None,
+            default_depth=None,
+            width_help="does not apply",
+            depth_help="does not apply",
+            default_activation="relu",
+            activations=_ALL_ACTIVATIONS,
+            options={"init_scale": "u = v = init_scale at initialisation (default 0.1)"},
+        ),
+        ModelSpec(
             name="resnet",
             description="CIFAR ResNet of depth 6n+2, stages of width/2w/4w channels, projection shortcuts",
             reference="He et al. 2016",
@@ -209,6 +245,13 @@ def _check_options(spec: ModelSpec, options: dict[str, Any]) -> dict[str, Any]:
     out = dict(options)
     if spec.name == "lenet5" and "pooling" in out and out["pooling"] not in ("max", "avg"):
         raise ConfigError(f"lenet5 pooling must be one of: max, avg; got {out['pooling']!r}")
+    if spec.name == "diagonal-linear" and out.get("init_scale") is None:
+        out.pop("init_scale", None)
+    if spec.name == "diagonal-linear" and "init_scale" in out:
+        scale = out["init_scale"]
+        if not _is_real(scale) or not math.isfinite(scale):
+            raise ConfigError(f"diagonal-linear init_scale must be a finite number; got {scale!r}")
+        out["init_scale"] = float(scale)
     if spec.name == "vit":
         for key in ("patch_size", "heads"):
             if key in out and not (key == "patch_size" and out[key] is None):

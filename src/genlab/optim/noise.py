@@ -14,6 +14,17 @@ is ``C = Gc^T Gc / B`` (rank at most ``B - 1``). Every shape here is scaled to t
 with ``S`` one of ``I`` (isotropic), ``diag(C)`` (diagonal), ``C`` (gradcov) or ``C^1/2`` (sqrt-gradcov). The
 low-rank shapes are held as ``a I + V diag(s) V^T`` (``V`` the ``d x k`` eigenvectors of ``C`` from the
 ``B x B`` Gram matrix), so sampling, ``Sigma^-1`` products and traces cost ``O(d B)``.
+
+Completion of the low-rank estimate (``complete=True``, the default). ``C`` itself has full rank; a batch sees
+only its top ``k <= B - 1`` directions, and a gradient deviation's component outside them would be charged
+against the small floor alone (measured: 400x the isotropic KL term on an MNIST-1D MLP). The share ``rho`` of
+``tr C`` outside a ``k``-dimensional span is estimated by two-fold cross-fitting on the Gram matrix (the
+component of one half's gradients outside the span of the other half's: no ``d x d`` matrix), and ``C`` is
+completed as ``(1 - rho) V diag(lam) V^T + rho tr(C) / (d - k) (I - V V^T)`` -- the top directions as measured
+and the rest of the variance spread evenly over the unseen directions. ``C^1/2`` of that is
+``V diag(sqrt((1 - rho) lam)) V^T + sqrt(rho tr C / (d - k)) (I - V V^T)``. The halves span fewer directions
+than the full batch, so ``rho`` errs high (towards isotropic). With ``rho = 0`` (``complete=False``) this is the
+plain rank-``k`` estimate plus the floor.
 """
 
 from __future__ import annotations
@@ -29,12 +40,14 @@ SHAPES = ("isotropic", "diagonal", "gradcov", "sqrt-gradcov")
 class NoiseCovariance:
     """``Sigma = diag(a) + V diag(s) V^T`` with ``a`` a scalar or a ``(d,)`` vector and ``V`` orthonormal (``d x k``).
 
+    ``s`` may be negative as long as ``a + s > 0`` (the variance along each column of ``V``).
+
     A diagonal ``a`` is only used without a low-rank part (the diagonal shape), which keeps the inverse exact.
     """
 
     a: torch.Tensor                # () or (d,)
     V: torch.Tensor | None = None  # (d, k) orthonormal columns
-    s: torch.Tensor | None = None  # (k,) >= 0
+    s: torch.Tensor | None = None  # (k,), a + s > 0
 
     def trace(self, d: int) -> float:
         """``tr(Sigma)`` for dimension ``d``."""
@@ -46,9 +59,8 @@ class NoiseCovariance:
         dtype = self.a.dtype
         z = torch.randn(d, generator=generator, dtype=dtype).to(self.a.device)
         out = self.a.sqrt() * z
-        if self.V is not None:
-            w = torch.randn(self.s.numel(), generator=generator, dtype=dtype).to(self.a.device)
-            out = out + self.V @ (self.s.sqrt() * w)
+        if self.V is not None:  # Sigma^1/2 = sqrt(a) I + V (sqrt(a + s) - sqrt(a)) V^T
+            out = out + self.V @ (((self.a + self.s).sqrt() - self.a.sqrt()) * (self.V.T @ z))
         return out
 
     def inv_quad(self, v: torch.Tensor) -> float:
@@ -79,14 +91,41 @@ def gram_eigen(G: torch.Tensor, tol: float = 1e-10) -> tuple[torch.Tensor, torch
     return lam.to(G.dtype), V.to(G.dtype)
 
 
-def noise_covariance(shape: str, G: torch.Tensor, trace: float, floor: float = 1e-3) -> NoiseCovariance:
+def residual_share(G: torch.Tensor) -> float:
+    """Estimated share of ``tr C`` outside the span of a batch's centred gradients (two-fold cross-fitting).
+
+    Each half's centred gradients are projected onto the span of the other half's, through Gram-matrix blocks
+    alone: ``||P_A x||^2 = k^T K_AA^+ k`` with ``k = G_A x``. Returns 0 for batches of fewer than 4 points.
+    """
+    B = G.shape[0]
+    if B < 4:
+        return 0.0
+    Gc = (G - G.mean(dim=0)).double()
+    K = Gc @ Gc.T
+    folds = (torch.arange(0, B, 2), torch.arange(1, B, 2))
+    shares = []
+    for a, b in (folds, folds[::-1]):
+        total = float(K.diagonal()[b].sum())
+        if total <= 0:
+            continue
+        inside = float((K[a][:, b] * (torch.linalg.pinv(K[a][:, a], hermitian=True, rtol=1e-10)
+                                      @ K[a][:, b])).sum())
+        shares.append(min(max(1.0 - inside / total, 0.0), 1.0))
+    return sum(shares) / len(shares) if shares else 0.0
+
+
+def noise_covariance(shape: str, G: torch.Tensor, trace: float, floor: float = 1e-3,
+                     complete: bool = True) -> NoiseCovariance:
     """The SGLD noise covariance of ``shape`` with total variance ``trace``, from per-sample gradients ``G`` (B x d).
 
     Args:
         shape: ``isotropic``, ``diagonal``, ``gradcov`` (``C``) or ``sqrt-gradcov`` (``C^1/2``).
         G: the batch's per-sample gradients, one row each.
         trace: ``tr(Sigma)``, the same for every shape.
-        floor: the share of ``trace`` spread isotropically (``Sigma`` stays invertible; 0 < floor <= 1).
+        floor: the share of ``trace`` spread isotropically on top of the shape (``Sigma`` stays invertible;
+            0 < floor <= 1).
+        complete: complete the low-rank ``C`` with its estimated unseen variance (module docstring); without it
+            the directions a batch does not span get the floor alone.
     """
     if shape not in SHAPES:
         raise ValueError(f"noise shape must be one of {', '.join(SHAPES)}, not {shape!r}")
@@ -107,8 +146,18 @@ def noise_covariance(shape: str, G: torch.Tensor, trace: float, floor: float = 1
     lam, V = gram_eigen(G)
     if lam.numel() == 0:
         return NoiseCovariance(iso)
-    S = lam if shape == "gradcov" else lam.sqrt()
-    return NoiseCovariance(floor * iso, V, (1 - floor) * trace * S / S.sum())
+    k = lam.numel()
+    rho = residual_share(G) if complete and d > k else 0.0
+    rest = rho * float(lam.sum()) / (d - k) if d > k else 0.0  # completed C's variance per unseen direction
+    top = (1 - rho) * lam
+    if shape == "gradcov":
+        base, S = rest, top - rest
+    else:
+        base, S = rest ** 0.5, top.sqrt() - rest ** 0.5
+    # S may be negative along V (a seen direction with less variance than an unseen one); a + S stays > 0
+    scale = (1 - floor) * trace / (base * d + float(S.sum()))
+    a = torch.tensor(scale * base + floor * trace / d, dtype=G.dtype, device=G.device)
+    return NoiseCovariance(a, V, scale * S)
 
 
 def closed_form_kl_ratio(C: torch.Tensor) -> float:
@@ -127,5 +176,5 @@ def expected_kl_term(cov: NoiseCovariance, C: torch.Tensor) -> float:
     return float(torch.trace(torch.linalg.solve(cov.dense(d).double(), C.double())))
 
 
-__all__ = ["SHAPES", "NoiseCovariance", "noise_covariance", "gram_eigen", "closed_form_kl_ratio",
+__all__ = ["SHAPES", "NoiseCovariance", "noise_covariance", "gram_eigen", "residual_share", "closed_form_kl_ratio",
            "expected_kl_term"]

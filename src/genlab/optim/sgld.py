@@ -36,6 +36,8 @@ class SGLD(torch.optim.Optimizer):
         noise_trace: ``tr(Sigma_t)``, the total noise variance added per step (equal across shapes).
         floor: share of ``noise_trace`` spread isotropically so ``Sigma_t`` is invertible.
         seed: seed of the noise generator (its state is checkpointed with the optimizer).
+        complete: complete the low-rank covariance estimate with its unseen variance
+            (:func:`~genlab.optim.noise.noise_covariance`).
 
     ``step(per_sample_grads=G, prior_mean=mu)``: ``G`` is the ``(B, d)`` matrix of the batch's flat per-sample
     gradients (needed by every shape but ``isotropic``), ``mu`` the prior chain's drift for the bound.
@@ -44,13 +46,13 @@ class SGLD(torch.optim.Optimizer):
     needs_per_sample_grads = True
 
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, noise: str = "isotropic",
-                 noise_trace: float = 1e-4, floor: float = 1e-3, seed: int = 0):
+                 noise_trace: float = 1e-4, floor: float = 1e-3, seed: int = 0, complete: bool = True):
         if noise not in SHAPES:
             raise ValueError(f"noise must be one of {', '.join(SHAPES)}, not {noise!r}")
         if not lr > 0 or not noise_trace > 0:
             raise ValueError(f"lr and noise_trace must be > 0 (got {lr}, {noise_trace})")
         super().__init__(params, dict(lr=lr, noise=noise, noise_trace=noise_trace, floor=floor,
-                                      info=0.0))
+                                      complete=complete, info=0.0))
         if len(self.param_groups) != 1:
             raise ValueError("SGLD takes one parameter group")
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -84,7 +86,8 @@ class SGLD(torch.optim.Optimizer):
             G = per_sample_grads.to(g.dtype)
             if G.dim() != 2 or G.shape[1] != d:
                 raise ValueError(f"per_sample_grads must be (B, {d}), got {tuple(G.shape)}")
-        cov = noise_covariance(group["noise"], G, group["noise_trace"], group["floor"])
+        cov = noise_covariance(group["noise"], G, group["noise_trace"], group["floor"],
+                               group.get("complete", True))
         xi = cov.sample(d, self.generator).to(g.device)
         if prior_mean is not None:
             diff = g - prior_mean.to(g)
@@ -115,20 +118,24 @@ def _step_subset(seed: int, step: int, salt: int, n: int, size: int) -> torch.Te
     return torch.randperm(n, generator=keyed_generator(seed, step, salt))[:size]
 
 
-def step_inputs(optimizer: SGLD, objective, test_objective, indices: torch.Tensor | None, *, batch_size: int,
-                seed: int, step: int, bound: bool, cov: str = "batch",
+def step_inputs(optimizer: SGLD, objective, heldout_objective, indices: torch.Tensor | None, *, batch_size: int,
+                seed: int, step: int, bound: bool, cov: str = "heldout",
                 cov_size: int | None = None) -> dict[str, torch.Tensor]:
     """What :meth:`SGLD.step` needs besides ``.grad``, as the training loop computes it.
 
-    * ``per_sample_grads`` (``cov="batch"``): of the step's batch; in full-batch mode (``gld``) of
-      ``cov_size`` training points drawn afresh each step. ``cov="heldout"``: of ``cov_size`` held-out points
-      drawn afresh each step, so that ``Sigma_t`` depends on the trajectory but not on the training sample --
-      Wang et al.'s covariance is the *expected* gradient covariance, shared by the prior and the posterior
-      kernels, and a ``Sigma_t`` computed from the training batch would make the prior data-dependent.
+    ``heldout_objective`` holds points independent of the training sample: the training split's unused points
+    when ``n_train`` leaves some, else the test split (the loop says which in the summary).
+
+    * ``per_sample_grads``, ``cov="heldout"`` (default): of ``cov_size`` held-out points drawn afresh each
+      step, so that ``Sigma_t`` depends on the trajectory but not on the training sample -- Wang et al.'s
+      covariance is the *expected* gradient covariance, shared by the prior and the posterior kernels.
+      ``cov="batch"``: of the step's batch (in full-batch mode, ``gld``, of ``cov_size`` training points drawn
+      afresh each step); ``Sigma_t`` then depends on the training sample, the prior's kernel would have to
+      as well, and the accounted KL sum is not a bound (the loop reports no bound for it).
     * ``prior_mean`` (when ``bound``): the prior chain's drift ``mu_t``, Wang et al.'s expected gradient,
-      estimated as the mean gradient at the current weights on ``batch_size`` *held-out* points (the test
-      split, drawn afresh each step). It depends on the trajectory so far but not on the training sample,
-      which is what the chaining argument needs of the prior.
+      estimated as the mean gradient at the current weights on ``batch_size`` held-out points drawn afresh
+      each step. It depends on the trajectory so far but not on the training sample, which is what the
+      chaining argument needs of the prior.
     """
     from genlab.curvature.gradcov import stacked_per_sample_grads
     from genlab.objective import params_to_vector
@@ -138,11 +145,11 @@ def step_inputs(optimizer: SGLD, objective, test_objective, indices: torch.Tenso
     if optimizer.needs_per_sample_grads:
         if cov == "heldout":
             out["per_sample_grads"] = stacked_per_sample_grads(
-                test_objective, _step_subset(seed, step, 3, test_objective.n, size))
+                heldout_objective, _step_subset(seed, step, 3, heldout_objective.n, size))
         else:
             idx = indices if indices is not None else _step_subset(seed, step, 1, objective.n, size)
             out["per_sample_grads"] = stacked_per_sample_grads(objective, idx)
     if bound:
-        held = _step_subset(seed, step, 2, test_objective.n, batch_size)
-        out["prior_mean"] = params_to_vector(test_objective.grad(indices=held))
+        held = _step_subset(seed, step, 2, heldout_objective.n, batch_size)
+        out["prior_mean"] = params_to_vector(heldout_objective.grad(indices=held))
     return out

@@ -26,6 +26,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     objective: Objective
     test_objective: Objective
+    heldout_source: str = ""  # SGLD: where its held-out points come from (genlab.train.loop.heldout_objective)
     step: int = 0
     total_steps: int = 0
     steps_per_epoch: int = 1

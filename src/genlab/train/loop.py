@@ -29,6 +29,7 @@ from genlab.train.checkpoint import load_checkpoint, read_checkpoint_metadata, s
 from genlab.train.noise_injection import after_step, noisy_gradient
 from genlab.train.optimizers import OPTIMIZERS, build_optimizer
 from genlab.jsonio import write_json_atomic
+from genlab.objective import Objective
 from genlab.seeding import keyed_generator
 from genlab.train.run_dir import RunDir, environment_info
 
@@ -129,6 +130,8 @@ class _Session:
         self.state = TrainState(config=config, model=self.model, optimizer=self.optimizer, objective=objective,
                                 test_objective=test_objective, total_steps=total_steps(config, n),
                                 steps_per_epoch=steps_per_epoch(config, n))
+        self.heldout_objective, self.state.heldout_source = heldout_objective(config, self.data, self.model,
+                                                                              test_objective)
         every = config.eval_every or self.state.steps_per_epoch
         self.callbacks = [EvalCallback(every), *_builtin_trackers(config), *callbacks]
         self.checkpoint_every = config.checkpoint_every or every
@@ -212,7 +215,7 @@ class _Session:
             if getattr(self.optimizer, "needs_per_sample_grads", None) is not None:  # SGLD
                 from genlab.optim.sgld import step_inputs
 
-                self.optimizer.step(**step_inputs(self.optimizer, state.objective, state.test_objective, indices,
+                self.optimizer.step(**step_inputs(self.optimizer, state.objective, self.heldout_objective, indices,
                                                   batch_size=config.batch_size, seed=config.seed,
                                                   step=state.step, bound=config.sgld_bound, cov=config.sgld_cov,
                                                   cov_size=config.sgld_cov_size))
@@ -358,11 +361,29 @@ def _write_summary(rd: RunDir, state: TrainState, status: str, elapsed: float, f
         # Wang et al.: E[gap] <= sqrt(2 R^2 I / n); the 0-1 error is 1/2-sub-Gaussian
         from genlab.bounds.infotheory import information_bound
 
+        c = state.config
         summary["sgld_information"] = info
-        summary["sgld_error_gap_bound"] = information_bound(info, state.objective.n, 0.5)
+        summary["sgld_heldout"] = state.heldout_source
+        if c.sgld_cov == "batch" and c.sgld_noise != "isotropic":
+            summary["sgld_error_gap_bound"] = None
+            summary["sgld_bound_note"] = ("no bound: Sigma_t was estimated on the training batch, so the prior "
+                                          "chain would depend on the sample (use sgld_cov heldout)")
+        else:
+            summary["sgld_error_gap_bound"] = information_bound(info, state.objective.n, 0.5)
     if message:
         summary["message"] = message
     write_json_atomic(rd.summary, summary)
+
+
+def heldout_objective(config, data, model, test_objective) -> tuple[Objective, str]:
+    """SGLD's held-out points and where they come from: the training split's points beyond ``n_train`` when
+    there are enough (independent of the training sample and of the test figures), else the test split."""
+    need = max(config.batch_size, config.sgld_cov_size or 0)
+    if data.x_heldout is not None and len(data.x_heldout) >= need:
+        return (Objective(model, data.x_heldout, data.y_heldout, loss=data.loss, batch_size=config.eval_batch_size,
+                          classification=data.task == "classification"),
+                f"{len(data.x_heldout)} training-split points beyond n_train")
+    return test_objective, f"the test split ({test_objective.n} points; the test figures reuse them)"
 
 
 def _diff(a, b):

@@ -56,7 +56,8 @@ register_optimizer(OptimizerSpec(
 def _sgld(params, c):
     from genlab.optim.sgld import SGLD
 
-    return SGLD(params, lr=c.lr, noise=c.sgld_noise, noise_trace=c.noise_trace, floor=c.noise_floor, seed=c.seed)
+    return SGLD(params, lr=c.lr, noise=c.sgld_noise, noise_trace=c.noise_trace, floor=c.noise_floor, seed=c.seed,
+                complete=c.sgld_completion)
 
 
 register_optimizer(OptimizerSpec("sgld", "mini-batch SGLD with structured noise (--sgld-noise, --noise-trace)",
