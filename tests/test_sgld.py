@@ -54,9 +54,8 @@ def test_completed_shapes_are_the_completed_covariance_scaled_to_the_budget(shap
     lam, U = torch.linalg.eigh(C)
     keep = lam > 1e-10 * lam.max()
     V, lam = U[:, keep], lam[keep]
-    P = V @ V.T
     rest = rho * float(lam.sum()) / (d - lam.numel())
-    Ct = (1 - rho) * V @ torch.diag(lam) @ V.T + rest * (torch.eye(d, dtype=G.dtype) - P)
+    Ct = (1 - rho) * V @ torch.diag(lam) @ V.T + rest * torch.eye(d, dtype=G.dtype)
     S = Ct if shape == "gradcov" else psd_sqrt(Ct)
     expected = (1 - floor) * tau * S / torch.trace(S) + floor * tau / d * torch.eye(d, dtype=G.dtype)
     cov = noise_covariance(shape, G, tau, floor)

@@ -10,6 +10,7 @@ from genlab.experiments.results import VERDICTS, ReproductionResult, read_result
 
 REPRODUCTIONS = {
     "sharpening": "genlab.experiments.sharpening",
+    "sgld-noise": "genlab.experiments.sgld_noise",
 }
 
 

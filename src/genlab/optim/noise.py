@@ -20,11 +20,16 @@ only its top ``k <= B - 1`` directions, and a gradient deviation's component out
 against the small floor alone (measured: 400x the isotropic KL term on an MNIST-1D MLP). The share ``rho`` of
 ``tr C`` outside a ``k``-dimensional span is estimated by two-fold cross-fitting on the Gram matrix (the
 component of one half's gradients outside the span of the other half's: no ``d x d`` matrix), and ``C`` is
-completed as ``(1 - rho) V diag(lam) V^T + rho tr(C) / (d - k) (I - V V^T)`` -- the top directions as measured
-and the rest of the variance spread evenly over the unseen directions. ``C^1/2`` of that is
-``V diag(sqrt((1 - rho) lam)) V^T + sqrt(rho tr C / (d - k)) (I - V V^T)``. The halves span fewer directions
-than the full batch, so ``rho`` errs high (towards isotropic). With ``rho = 0`` (``complete=False``) this is the
-plain rank-``k`` estimate plus the floor.
+completed as ``(1 - rho) V diag(lam) V^T + e I`` with ``e = rho tr(C) / (d - k)``: the top directions as
+measured plus the unseen variance spread evenly over every direction (the seen ones included: a direction the
+batch saw with little variance still carries its share of the unseen part, and charging it less would make a
+noisy small sample eigenvalue expensive). ``C^1/2`` of that is
+``V diag(sqrt((1 - rho) lam + e) - sqrt(e)) V^T + sqrt(e) I``. The halves span fewer directions than the full
+batch, so ``rho`` errs high (towards isotropic). With ``rho = 0`` (``complete=False``) this is the plain
+rank-``k`` estimate plus the floor. Measured (softmax and least-squares regression on digits, ``d = 650``,
+exact ``C`` from all 1,437 gradients): from 64 gradients the completed ``C^1/2`` reaches 4.7x / 2.2x the optimal
+KL term against 7.9x / 4.2x for isotropic noise, and 2,100x / 1,200x without completion
+(``genlab reproduce sgld-noise``).
 """
 
 from __future__ import annotations
@@ -149,12 +154,11 @@ def noise_covariance(shape: str, G: torch.Tensor, trace: float, floor: float = 1
     k = lam.numel()
     rho = residual_share(G) if complete and d > k else 0.0
     rest = rho * float(lam.sum()) / (d - k) if d > k else 0.0  # completed C's variance per unseen direction
-    top = (1 - rho) * lam
+    top = (1 - rho) * lam + rest  # the unseen variance is in every direction, the seen ones included
     if shape == "gradcov":
         base, S = rest, top - rest
     else:
         base, S = rest ** 0.5, top.sqrt() - rest ** 0.5
-    # S may be negative along V (a seen direction with less variance than an unseen one); a + S stays > 0
     scale = (1 - floor) * trace / (base * d + float(S.sum()))
     a = torch.tensor(scale * base + floor * trace / d, dtype=G.dtype, device=G.device)
     return NoiseCovariance(a, V, scale * S)

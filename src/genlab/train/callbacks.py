@@ -62,7 +62,8 @@ class Callback:
 class EvalCallback(Callback):
     """Every ``every`` steps (and at step 0 and the last step): full train and test loss and accuracy.
 
-    Also records the mean mini-batch loss since the previous evaluation.
+    Also records the mean mini-batch loss since the previous evaluation, and an optimizer's running
+    information estimate (SGLD's ``info``) as ``sgld_information`` when it has one.
     """
 
     def __init__(self, every: int):
@@ -76,6 +77,9 @@ class EvalCallback(Callback):
             "test_loss": test["loss"], "test_accuracy": test["accuracy"],
             "lr": state.optimizer.param_groups[0]["lr"],
         })
+        info = getattr(state.optimizer, "info", None)
+        if info is not None:
+            state.metrics["sgld_information"] = info
         if self._batch_losses:
             state.metrics["batch_loss"] = sum(self._batch_losses) / len(self._batch_losses)
         self._batch_losses = []

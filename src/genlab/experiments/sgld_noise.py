@@ -1,0 +1,280 @@
+"""``genlab reproduce sgld-noise``: which SGLD noise shape gives the smallest information-theoretic bound.
+
+Claim (Wang, Zhang, Zhang, Meng, Chen, Liu, NeurIPS 2021): for SGLD the mutual information ``I(S; W_T)`` is
+bounded by ``sum_t (lr^2 / 2) E[(g_t - mu_t)^T Sigma_t^-1 (g_t - mu_t)]``, and at a fixed noise trace the
+covariance minimising it is ``Sigma proportional to C^1/2`` (``C`` the expected gradient covariance), for which
+the KL term is ``(tr C^1/2)^2 / (d tr C)`` of isotropic noise's.
+
+Part (a), closed form: a linear least-squares and a softmax (logistic) model on scikit-learn's digits
+(``d = 650``), trained briefly by GD; at the trained weights ``C`` is the exact covariance of all per-sample
+gradients. For each shape at equal trace the implemented covariance's KL term ``tr(Sigma^-1 C)`` is compared
+with its closed form (isotropic ``d tr C``, diagonal ``#{C_ii > 0} tr C``, gradcov ``rank(C) tr C``,
+sqrt-gradcov ``(tr C^1/2)^2``, all over the trace). Two more checks: the per-step quadratic form the optimizer
+accounts, averaged over random batches, against its expectation ``tr(Sigma^-1 C) (n - B) / (B (n - 1))``; and
+how much of the optimum survives estimating ``C`` from 64 gradients (with and without completion, see
+:mod:`genlab.optim.noise`).
+
+Part (b), the paper's network: Zhu et al.'s 11,330-parameter CNN on the first 10,000 Fashion-MNIST training
+points, SGLD with each shape at the same trace, lr and seed; ``C`` and the prior drift are estimated on
+held-out points (the training split beyond the first 10,000), so ``Sigma_t`` is independent of the sample as
+the bound requires. Table: train loss, test error, measured 0-1 gap, the information sum and the bound
+``sqrt(2 (1/2)^2 I / n)`` on the expected 0-1 gap.
+
+Verdict rules (fixed before running): part (a) holds when every implemented KL term matches its closed form to
+``1e-6`` and sqrt-gradcov's is the smallest. Part (b) compares bounds only at equal training loss (final train
+losses within ``LOSS_SPREAD`` relative of each other at a trace); it holds at a trace when sqrt-gradcov's bound
+is the lowest there. ``held``: (a) and (b) at every trace; ``did not hold``: (a) fails, or another shape's bound
+is lower at equal training loss; ``inconclusive``: the training losses differ too much to compare.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genlab.config import TrainConfig
+from genlab.experiments.results import ReproductionResult, write_results
+from genlab.optim.noise import SHAPES, expected_kl_term, noise_covariance
+
+CLAIM = ("At an equal noise trace, SGLD noise shaped as the square root of the gradient covariance minimises the "
+         "information-theoretic generalization bound, with KL term (tr C^1/2)^2 / (d tr C) of isotropic noise's "
+         "(Wang et al. 2021).")
+CLOSED_FORM_RTOL = 1e-3  # eigenvalues at the numerical-rank threshold each shift the sqrt sum by ~1e-5
+LOSS_SPREAD = 0.10  # "equal training loss": max / min - 1 of the final train losses at one trace
+ESTIMATE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class SGLDNoiseSetting:
+    """Part (b)'s runs: data, network, optimiser and the traces; part (a) is the same in every setting."""
+
+    dataset: str = "fashion-mnist"
+    n_train: int = 10000
+    model: str = "zhu-cnn"
+    lr: float = 0.05
+    batch_size: int = 64
+    epochs: int = 3
+    traces: tuple[float, ...] = (1e-3,)
+    shapes: tuple[str, ...] = SHAPES
+    seed: int = 0
+    closed_form_steps: int = 100
+    monte_carlo_batches: int = 400
+    expected_minutes: float = 0.0
+
+    def config(self, shape: str, trace: float) -> TrainConfig:
+        return TrainConfig(dataset=self.dataset, n_train=self.n_train, model=self.model, optimizer="sgld",
+                           lr=self.lr, batch_size=self.batch_size, epochs=self.epochs, seed=self.seed,
+                           sgld_noise=shape, noise_trace=trace, eval_batch_size=5000)
+
+
+SETTINGS = {
+    "quick": SGLDNoiseSetting(epochs=3, traces=(1e-3,), expected_minutes=3),
+    "full": SGLDNoiseSetting(epochs=10, traces=(1e-3, 1e-2), expected_minutes=15),
+}
+
+
+def run_name(shape: str, trace: float) -> str:
+    return f"{shape}-trace{trace:g}"
+
+
+RANK_TOL = 1e-10  # eigenvalues below this share of the largest are roundoff (gram_eigen drops them too)
+
+
+def exact_covariance(G: torch.Tensor) -> torch.Tensor:
+    """The covariance of the rows of ``G`` with its roundoff eigenvalues set to zero.
+
+    Softmax gradients sum to zero over the classes, so ``C`` has an exact null space that floating point fills
+    with ``1e-16``-sized eigenvalues; charged against a ``1e-12`` floor they would swamp the comparison.
+    """
+    Gc = G - G.mean(dim=0)
+    lam, U = torch.linalg.eigh(Gc.T @ Gc / G.shape[0])
+    lam = torch.where(lam > RANK_TOL * lam.max(), lam, torch.zeros_like(lam))
+    return U @ torch.diag(lam) @ U.T
+
+
+def closed_form_terms(C: torch.Tensor) -> dict[str, float]:
+    """``tr(Sigma^-1 C) * trace`` in closed form for each shape (no floor)."""
+    lam = torch.linalg.eigvalsh(C)
+    lam = lam[lam > RANK_TOL * lam.max()]
+    tr = float(lam.sum())
+    return {"isotropic": C.shape[0] * tr, "diagonal": int((C.diagonal() > 0).sum()) * tr, "gradcov": lam.numel() * tr,
+            "sqrt-gradcov": float(lam.sqrt().sum()) ** 2}
+
+
+def closed_form_check(out: Path, loss: str, setting: SGLDNoiseSetting, quiet: bool) -> dict[str, Any]:
+    """Part (a) for one linear model (``loss`` mse: least squares; ce: softmax regression) on digits."""
+    from genlab.curvature.gradcov import stacked_per_sample_grads
+    from genlab.train import train
+
+    cfg = TrainConfig(dataset="digits", model="linear", loss=loss, optimizer="gd", lr=0.5 if loss == "ce" else 0.05,
+                      steps=setting.closed_form_steps, seed=setting.seed, dtype="float64")
+    run = train(cfg, out / "runs" / f"closed-form-{loss}", quiet=True)
+    G = stacked_per_sample_grads(run.objective)
+    n, d = G.shape
+    C = exact_covariance(G)
+    exact = closed_form_terms(C)
+    implemented = {s: expected_kl_term(noise_covariance(s, G, 1.0, 1e-12, complete=False), C) for s in SHAPES}
+    rel_err = {s: abs(implemented[s] / exact[s] - 1) for s in SHAPES}
+    ratio = {s: implemented[s] / implemented["isotropic"] for s in SHAPES}
+    gen = torch.Generator().manual_seed(setting.seed)
+    # the accounted quadratic form, averaged over batches, against its expectation (default floor; raw C,
+    # whose roundoff directions the batch means carry too)
+    mc = {}
+    Gc = G - G.mean(dim=0)
+    for shape in ("isotropic", "sqrt-gradcov"):
+        cov = noise_covariance(shape, G, 1.0, 1e-3, complete=False)
+        q = []
+        for _ in range(setting.monte_carlo_batches):
+            idx = torch.randperm(n, generator=gen)[:ESTIMATE_BATCH]
+            q.append(cov.inv_quad(G[idx].mean(dim=0) - G.mean(dim=0)))
+        expected = (expected_kl_term(cov, Gc.T @ Gc / n) * (n - ESTIMATE_BATCH)
+                    / (ESTIMATE_BATCH * (n - 1)))
+        mc[shape] = {"mean": float(np.mean(q)), "expected": expected,
+                     "z": float((np.mean(q) - expected) / (np.std(q) / math.sqrt(len(q))))}
+    # Sigma estimated from 64 gradients: exact KL term relative to the optimum (tr C^1/2)^2
+    estimated = {}
+    for complete in (True, False):
+        terms = []
+        for _ in range(5):
+            idx = torch.randperm(n, generator=gen)[:ESTIMATE_BATCH]
+            terms.append(expected_kl_term(noise_covariance("sqrt-gradcov", G[idx], 1.0, 1e-3, complete), C))
+        estimated["completed" if complete else "plain"] = float(np.mean(terms)) / exact["sqrt-gradcov"]
+    if not quiet:
+        print(f"sgld-noise (a) {loss}: d={d}, sqrt/iso {ratio['sqrt-gradcov']:.4f} "
+              f"(closed form {exact['sqrt-gradcov'] / exact['isotropic']:.4f}), max rel err {max(rel_err.values()):.1e}")
+    return {"loss": loss, "n": n, "d": d, "train_loss": run.summary["train_loss"], "kl_terms": implemented,
+            "closed_form": exact, "relative_error": rel_err, "ratio_to_isotropic": ratio,
+            "closed_form_sqrt_ratio": exact["sqrt-gradcov"] / exact["isotropic"], "monte_carlo": mc,
+            "estimated_sqrt_over_optimum": estimated,
+            "isotropic_over_optimum": exact["isotropic"] / exact["sqrt-gradcov"]}
+
+
+def reproduce(out: str | Path, quick: bool = False, quiet: bool = False,
+              setting: SGLDNoiseSetting | None = None) -> ReproductionResult:
+    """Run the reproduction into ``out`` (runs resumable) and write ``out/results.json`` and figures.
+
+    ``setting`` replaces the quick/full setting (tests use a tiny one).
+    """
+    from genlab.train import train
+
+    out = Path(out)
+    name_of_setting = "custom" if setting is not None else "quick" if quick else "full"
+    setting = setting or SETTINGS[name_of_setting]
+    t0 = time.perf_counter()
+    part_a = {loss: closed_form_check(out, loss, setting, quiet) for loss in ("mse", "ce")}
+    runs, table = {}, {}
+    for trace in setting.traces:
+        for shape in setting.shapes:
+            name = run_name(shape, trace)
+            if not quiet:
+                print(f"sgld-noise (b): run {name} ({setting.epochs} epochs of SGLD, {setting.model} on "
+                      f"{setting.n_train} {setting.dataset} points)")
+            run = train(setting.config(shape, trace), out / "runs" / name, quiet=True)
+            s = run.summary
+            runs[name] = run
+            table[name] = {"shape": shape, "trace": trace, "train_loss": s["train_loss"],
+                           "train_error": 1 - s["train_accuracy"], "test_error": 1 - s["test_accuracy"],
+                           "gap": s["generalization_gap_accuracy"], "information": s["sgld_information"],
+                           "bound": s["sgld_error_gap_bound"], "wall_time_s": s.get("wall_time_s"),
+                           "heldout": s.get("sgld_heldout")}
+    metrics, verdict = _verdict(part_a, table, setting)
+    figures = [_plot_bounds(out, table, setting), _plot_information(out, runs, setting)]
+    result = ReproductionResult(
+        name="sgld-noise", claim=CLAIM, verdict=verdict, metrics=metrics, figures=figures,
+        details={"setting": name_of_setting, "part_a": part_a, "part_b": table,
+                 "network": setting.model, "dataset": setting.dataset, "n_train": setting.n_train,
+                 "lr": setting.lr, "batch_size": setting.batch_size, "epochs": setting.epochs,
+                 "seed": setting.seed, "loss_spread": LOSS_SPREAD, "closed_form_rtol": CLOSED_FORM_RTOL,
+                 "wall_time_s": time.perf_counter() - t0})
+    write_results(out, result)
+    return result
+
+
+def _verdict(part_a: dict, table: dict, setting: SGLDNoiseSetting) -> tuple[dict[str, Any], str]:
+    """The rules of the module docstring, applied to part (a) and to each trace of part (b)."""
+    a_held = all(max(r["relative_error"].values()) < CLOSED_FORM_RTOL
+                 and r["kl_terms"]["sqrt-gradcov"] <= min(r["kl_terms"].values()) * (1 + 1e-9)
+                 for r in part_a.values())
+    metrics: dict[str, Any] = {"closed_form_held": a_held}
+    for loss, r in part_a.items():
+        metrics[f"{loss}.sqrt_over_isotropic"] = r["ratio_to_isotropic"]["sqrt-gradcov"]
+        metrics[f"{loss}.closed_form_sqrt_over_isotropic"] = r["closed_form_sqrt_ratio"]
+        metrics[f"{loss}.max_relative_error"] = max(r["relative_error"].values())
+        metrics[f"{loss}.estimated_completed_over_optimum"] = r["estimated_sqrt_over_optimum"]["completed"]
+        metrics[f"{loss}.estimated_plain_over_optimum"] = r["estimated_sqrt_over_optimum"]["plain"]
+        metrics[f"{loss}.isotropic_over_optimum"] = r["isotropic_over_optimum"]
+        metrics[f"{loss}.monte_carlo_z_sqrt"] = r["monte_carlo"]["sqrt-gradcov"]["z"]
+    equal_everywhere, lowest_everywhere = True, True
+    for trace in setting.traces:
+        rows = {r["shape"]: r for r in table.values() if r["trace"] == trace}
+        losses = [r["train_loss"] for r in rows.values()]
+        spread = max(losses) / min(losses) - 1
+        best = min(rows, key=lambda s: rows[s]["bound"])
+        others = [r["bound"] for s, r in rows.items() if s != "sqrt-gradcov"]
+        key = f"trace{trace:g}"
+        metrics[f"{key}.train_loss_spread"] = spread
+        metrics[f"{key}.lowest_bound_shape"] = best
+        metrics[f"{key}.sqrt_bound"] = rows["sqrt-gradcov"]["bound"]
+        metrics[f"{key}.isotropic_bound"] = rows["isotropic"]["bound"]
+        metrics[f"{key}.sqrt_over_isotropic_bound"] = rows["sqrt-gradcov"]["bound"] / rows["isotropic"]["bound"]
+        metrics[f"{key}.sqrt_over_next_best_bound"] = rows["sqrt-gradcov"]["bound"] / min(others)
+        metrics[f"{key}.sqrt_over_isotropic_information"] = (rows["sqrt-gradcov"]["information"]
+                                                              / rows["isotropic"]["information"])
+        for s, r in rows.items():
+            metrics[f"{key}.{s}.bound"] = r["bound"]
+            metrics[f"{key}.{s}.gap"] = r["gap"]
+            metrics[f"{key}.{s}.train_loss"] = r["train_loss"]
+        equal_everywhere &= spread <= LOSS_SPREAD
+        lowest_everywhere &= best == "sqrt-gradcov"
+    metrics["equal_training_loss"] = equal_everywhere
+    metrics["sqrt_lowest_everywhere"] = lowest_everywhere
+    if not a_held or (equal_everywhere and not lowest_everywhere):
+        verdict = "did not hold"
+    elif not equal_everywhere:
+        verdict = "inconclusive"
+    else:
+        verdict = "held"
+    return metrics, verdict
+
+
+def _plot_bounds(out: Path, table: dict, setting: SGLDNoiseSetting) -> str:
+    from genlab.report.figures import pyplot, save_figure
+
+    plt = pyplot()
+    traces = list(setting.traces)
+    fig, axes = plt.subplots(1, len(traces), figsize=(5.5 * len(traces), 4), squeeze=False)
+    for ax, trace in zip(axes[0], traces):
+        rows = [r for r in table.values() if r["trace"] == trace]
+        x = np.arange(len(rows))
+        ax.bar(x - 0.2, [r["bound"] for r in rows], 0.4, label="bound on E[0-1 gap]")
+        ax.bar(x + 0.2, [max(r["gap"], 1e-4) for r in rows], 0.4, label="measured 0-1 gap")
+        ax.set_xticks(x, [r["shape"] for r in rows])
+        ax.set_yscale("log")
+        ax.set(title=f"trace {trace:g}: bound vs measured gap", ylabel="0-1 error gap")
+        ax.axhline(1.0, color="k", lw=0.8, ls=":")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="y", which="both")
+    return str(save_figure(fig, out / "figures" / "bounds.png").relative_to(out))
+
+
+def _plot_information(out: Path, runs: dict, setting: SGLDNoiseSetting) -> str:
+    from genlab.report.figures import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, run in runs.items():
+        pts = [(r["step"], r["sgld_information"]) for r in run.metrics if "sgld_information" in r and r["step"]]
+        if pts:
+            steps, info = zip(*pts)
+            ax.plot(steps, info, marker=".", label=name)
+    ax.set(xlabel="step", ylabel="accounted information I (nats)", title="SGLD: KL sum along the run")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return str(save_figure(fig, out / "figures" / "information.png").relative_to(out))
