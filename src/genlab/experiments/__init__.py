@@ -11,6 +11,7 @@ from genlab.experiments.results import VERDICTS, ReproductionResult, read_result
 REPRODUCTIONS = {
     "sharpening": "genlab.experiments.sharpening",
     "sgld-noise": "genlab.experiments.sgld_noise",
+    "noise-timescales": "genlab.experiments.noise_timescales",
 }
 
 
