@@ -106,3 +106,13 @@ def test_bad_noise_settings_are_refused():
         TrainConfig(noise="dropconnect", noise_sigma=1.0)
     with pytest.raises(ValidationError):
         TrainConfig(noise="gaussian")
+
+
+def test_label_flip_probability_above_one_is_refused_for_classes(tmp_path):
+    from genlab.config import TrainConfig
+    from genlab.errors import ConfigError
+    from genlab.train import train
+
+    cfg = TrainConfig(dataset="mnist1d", n_train=100, model="mlp", width=8, steps=1, noise="label", noise_sigma=1.5)
+    with pytest.raises(ConfigError, match="flip probability"):
+        train(cfg, tmp_path / "r", quiet=True)

@@ -268,11 +268,14 @@ def _plot_information(out: Path, runs: dict, setting: SGLDNoiseSetting) -> str:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    colors = dict(zip(setting.shapes, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    styles = dict(zip(setting.traces, ("-", "--", ":", "-.")))
     for name, run in runs.items():
         pts = [(r["step"], r["sgld_information"]) for r in run.metrics if "sgld_information" in r and r["step"]]
         if pts:
             steps, info = zip(*pts)
-            ax.plot(steps, info, marker=".", label=name)
+            ax.plot(steps, info, marker=".", color=colors[run.config.sgld_noise],
+                    ls=styles.get(run.config.noise_trace, "-"), label=name)
     ax.set(xlabel="step", ylabel="accounted information I (nats)", title="SGLD: KL sum along the run")
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")

@@ -84,19 +84,25 @@ class NoiseCovariance:
         return S
 
 
-def gram_eigen(G: torch.Tensor, tol: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+def gram_eigen(G: torch.Tensor, tol: float = 1e-10, *, _gram: tuple | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenpairs ``(lam, V)`` of ``C = Gc^T Gc / B`` from the ``B x B`` Gram matrix, zero modes dropped."""
     B = G.shape[0]
-    Gc = G - G.mean(dim=0)
-    K = (Gc @ Gc.T).double() / B
-    lam, U = torch.linalg.eigh(K)
+    Gc, K = _gram if _gram is not None else _centred_gram(G)
+    lam, U = torch.linalg.eigh(K / B)
     keep = lam > tol * max(float(lam.max()), 1e-300)
     lam, U = lam[keep], U[:, keep]
-    V = Gc.double().T @ U / torch.sqrt(B * lam)
+    V = Gc.T @ (U / torch.sqrt(B * lam)).to(Gc.dtype)
     return lam.to(G.dtype), V.to(G.dtype)
 
 
-def residual_share(G: torch.Tensor) -> float:
+def _centred_gram(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Gc, Gc Gc^T)``: the centred gradients and their Gram matrix (in float64: its small eigenvalues matter)."""
+    Gc = G - G.mean(dim=0)
+    return Gc, (Gc @ Gc.T).double()
+
+
+def residual_share(G: torch.Tensor, *, _gram: tuple | None = None) -> float:
     """Estimated share of ``tr C`` outside the span of a batch's centred gradients (two-fold cross-fitting).
 
     Each half's centred gradients are projected onto the span of the other half's, through Gram-matrix blocks
@@ -105,8 +111,7 @@ def residual_share(G: torch.Tensor) -> float:
     B = G.shape[0]
     if B < 4:
         return 0.0
-    Gc = (G - G.mean(dim=0)).double()
-    K = Gc @ Gc.T
+    K = (_gram if _gram is not None else _centred_gram(G))[1]
     folds = (torch.arange(0, B, 2), torch.arange(1, B, 2))
     shares = []
     for a, b in (folds, folds[::-1]):
@@ -148,11 +153,12 @@ def noise_covariance(shape: str, G: torch.Tensor, trace: float, floor: float = 1
         if total <= 0:
             return NoiseCovariance(iso)
         return NoiseCovariance((1 - floor) * trace * c / total + floor * iso)
-    lam, V = gram_eigen(G)
+    gram = _centred_gram(G)
+    lam, V = gram_eigen(G, _gram=gram)
     if lam.numel() == 0:
         return NoiseCovariance(iso)
     k = lam.numel()
-    rho = residual_share(G) if complete and d > k else 0.0
+    rho = residual_share(G, _gram=gram) if complete and d > k else 0.0
     rest = rho * float(lam.sum()) / (d - k) if d > k else 0.0  # completed C's variance per unseen direction
     top = (1 - rho) * lam + rest  # the unseen variance is in every direction, the seen ones included
     if shape == "gradcov":

@@ -123,6 +123,9 @@ class _Session:
         self.config, self.rd, self.quiet = config, rd, quiet
         self.device = resolve_device(config.device)
         self.data = load_data(config)
+        if config.noise == "label" and self.data.task == "classification" and config.noise_sigma > 1:
+            raise ConfigError(f"noise_sigma is the label flip probability for the classification dataset "
+                              f"{config.dataset} and must be <= 1 (got {config.noise_sigma})")
         self.model = make_model(config, self.data, self.device)
         self.optimizer = build_optimizer(self.model.parameters(), config)
         objective, test_objective = make_objectives(config, self.data, self.model)
