@@ -53,7 +53,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from genlab.experiments.results import ReproductionResult, write_results
+from genlab.experiments.results import ReproductionResult, choose_setting, write_results
 
 CLAIM = ("Near a manifold of zero-loss minimisers, label noise moves the weights along the gradient flow of tr H "
          "on the clock lr^2 sigma^2 t, DropConnect along the flow of its regulariser on the clock lr sigma^2 t, and "
@@ -257,8 +257,7 @@ def reproduce(out: str | Path, quick: bool = False, quiet: bool = False,
     """Run the reproduction into ``out`` and write ``out/results.json`` and figures (runs take seconds, so
     nothing is checkpointed). ``setting`` replaces the quick/full setting (tests use a tiny one)."""
     out = Path(out)
-    name_of_setting = "custom" if setting is not None else "quick" if quick else "full"
-    setting = setting or SETTINGS[name_of_setting]
+    name_of_setting, setting = choose_setting(SETTINGS, quick, setting)
     t0 = time.perf_counter()
     problem = DiagonalProblem(setting)
     theta0 = problem.start()

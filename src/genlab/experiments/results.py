@@ -53,6 +53,15 @@ class ReproductionResult:
                 raise ValueError(f"figure {fig!r} does not exist under {out}")
 
 
+def choose_setting(settings: dict[str, Any], quick: bool, setting: Any = None) -> tuple[str, Any]:
+    """``(name, setting)``: a caller's own ``setting`` ("custom", as tests pass), else ``settings["quick"]`` or
+    ``settings["full"]``."""
+    if setting is not None:
+        return "custom", setting
+    name = "quick" if quick else "full"
+    return name, settings[name]
+
+
 def write_results(out: str | Path, result: ReproductionResult) -> Path:
     """Validate ``result`` and write ``OUT/results.json``; returns its path."""
     out = Path(out)

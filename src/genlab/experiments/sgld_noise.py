@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from genlab.config import TrainConfig
-from genlab.experiments.results import ReproductionResult, write_results
+from genlab.experiments.results import ReproductionResult, choose_setting, write_results
 from genlab.optim.noise import SHAPES, expected_kl_term, noise_covariance
 
 CLAIM = ("At an equal noise trace, SGLD noise shaped as the square root of the gradient covariance minimises the "
@@ -164,8 +164,7 @@ def reproduce(out: str | Path, quick: bool = False, quiet: bool = False,
     from genlab.train import train
 
     out = Path(out)
-    name_of_setting = "custom" if setting is not None else "quick" if quick else "full"
-    setting = setting or SETTINGS[name_of_setting]
+    name_of_setting, setting = choose_setting(SETTINGS, quick, setting)
     t0 = time.perf_counter()
     part_a = {loss: closed_form_check(out, loss, setting, quiet) for loss in ("mse", "ce")}
     runs, table = {}, {}

@@ -34,7 +34,7 @@ import numpy as np
 
 from genlab.config import TrainConfig
 from genlab.curvature.eos import correlation, edge_of_stability_summary, tracked_series
-from genlab.experiments.results import ReproductionResult, write_results
+from genlab.experiments.results import ReproductionResult, choose_setting, write_results
 
 CLAIM = ("Under full-batch gradient descent sharpness rises to 2/lr and hovers there (Cohen et al. 2021), and the "
          "sample-maximum input-output Jacobian norm moves together with sharpness (MacDonald et al. 2023).")
@@ -98,8 +98,7 @@ def reproduce(out: str | Path, quick: bool = False, quiet: bool = False,
     from genlab.train import train
 
     out = Path(out)
-    name_of_setting = "custom" if setting is not None else "quick" if quick else "full"
-    setting = setting or SETTINGS[name_of_setting]
+    name_of_setting, setting = choose_setting(SETTINGS, quick, setting)
     t0 = time.perf_counter()
     runs, per_run = {}, {}
     for loss, lr, steps in setting.runs:
