@@ -1,0 +1,302 @@
+"""Variational learning: IVON (Shen et al. 2024) and variational gradient descent (Ghosh et al. 2025).
+
+Both keep a Gaussian (or Student-t) posterior ``q = N(m, diag(sigma^2))`` over the weights, whose mean ``m``
+lives in the model's parameters between steps. A step draws ``S`` samples ``theta_s = m + eps_s``, calls the
+closure at each (the closure zeroes ``.grad`` and backpropagates the batch loss, so every sample's gradient
+is its own -- the public EoS code summed samples unevenly because gradients were not zeroed in between),
+averages, and moves the mean. The training loop passes that closure (``needs_closure``).
+
+IVON, written from the paper's Algorithm 1 (our own implementation; the reference package is GPL)::
+
+    sigma   = 1 / sqrt(ess (h + wd))
+    g_hat   = mean_s grad l(theta_s),   h_hat = mean_s grad l(theta_s) * eps_s / sigma^2   (reparameterisation)
+    g       = beta1 g + (1 - beta1) g_hat
+    h       = beta2 h + (1 - beta2) h_hat + (1 - beta2)^2 (h - h_hat)^2 / (2 (h + wd))   (stays positive)
+    m       = m - lr' (g / (1 - beta1^t) + wd m) / (h + wd)
+
+with ``lr' = lr (h0 + wd)`` when ``rescale_lr`` (the default: the first steps then move like SGD with ``lr``),
+optional element-wise clipping of the update direction, and ``h`` started at ``hess_init``. With
+``beta1 = 0``, ``beta2 = 1`` (``h`` frozen), ``wd = 0`` and ``rescale_lr`` this is exactly variational GD with
+``sigma^2 = 1 / (ess h0)``: :class:`VariationalGD`.
+
+Variational GD: ``m = m - lr (1/S) sum_s grad l(m + eps_s)``, ``eps_s ~ N(0, sigma^2 I)`` (or a diagonal
+``sigma^2``), full batch in the papers' analysis. On a quadratic it descends in expectation along an
+eigenvector of curvature ``H`` only while ``H + H^3 / z < 2 / lr`` with ``z = S c / sigma^2``, ``c`` the squared
+gradient component along it (:func:`vl_threshold`): sharpness settles below GD's ``2 / lr``.
+
+``posterior="student-t"`` draws ``eps = sigma * t_nu`` (``nu`` integer > 2, heavier tails than the Gaussian of
+the same scale); IVON's Hessian estimate is then the Gaussian formula applied to those draws.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator
+
+import torch
+
+POSTERIORS = ("gaussian", "student-t")
+
+
+def vl_threshold(lr: float, z: float) -> float:
+    """The curvature ``H`` solving ``H + H^3 / z = 2 / lr`` (the unique positive root): the sharpness above which
+    variational GD's mean stops descending in expectation along that direction. ``z = inf`` gives ``2 / lr``."""
+    if not lr > 0 or not z > 0:
+        raise ValueError(f"need lr > 0 and z > 0 (got {lr}, {z})")
+    target = 2.0 / lr
+    if math.isinf(z):
+        return target
+    lo, hi = 0.0, target  # f(H) = H + H^3/z - target is increasing, f(0) < 0 <= f(target)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid + mid ** 3 / z < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def variational_factor(lr: float, z: float) -> float:
+    """``VF = vl_threshold(lr, z) / (2 / lr)`` in ``(0, 1]``: how far below GD's threshold VL's sits."""
+    return vl_threshold(lr, z) * lr / 2.0
+
+
+class _SampledGradientOptimizer(torch.optim.Optimizer):
+    """Shared machinery: noise draws, gradients at ``S`` samples around the mean, generator checkpointing."""
+
+    needs_closure = True
+
+    def __init__(self, params, defaults: dict, seed: int, posterior: str, dof: int):
+        if posterior not in POSTERIORS:
+            raise ValueError(f"posterior must be one of {', '.join(POSTERIORS)}, not {posterior!r}")
+        if posterior == "student-t" and not (isinstance(dof, int) and dof > 2):
+            raise ValueError(f"student-t degrees of freedom must be an integer > 2 (got {dof!r})")
+        if not defaults["mc_samples"] >= 1:
+            raise ValueError(f"mc_samples must be >= 1 (got {defaults['mc_samples']})")
+        super().__init__(params, dict(defaults, posterior=posterior, dof=dof))
+        if len(self.param_groups) != 1:
+            raise ValueError(f"{type(self).__name__} takes one parameter group")
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def _params(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+
+    def _standard_noise(self, p: torch.Tensor) -> torch.Tensor:
+        group = self.param_groups[0]
+        z = torch.randn(p.shape, generator=self.generator, dtype=p.dtype)
+        if group["posterior"] == "student-t":
+            nu = group["dof"]
+            chi2 = torch.randn((nu, *p.shape), generator=self.generator, dtype=p.dtype).pow(2).sum(0)
+            z = z / (chi2 / nu).sqrt()
+        return z.to(p.device)
+
+    def sigma(self) -> list[torch.Tensor]:
+        """The posterior standard deviation per parameter tensor."""
+        raise NotImplementedError
+
+    def posterior_variance(self) -> torch.Tensor:
+        """``sigma^2`` flat in parameter order (for the variational-learning threshold)."""
+        return torch.cat([s.reshape(-1) ** 2 for s in self.sigma()])
+
+    @contextlib.contextmanager
+    def sampled_params(self) -> Iterator[list[torch.Tensor]]:
+        """Set the parameters to one posterior sample ``m + eps`` inside the block; yields the ``eps``."""
+        params = self._params()
+        means = [p.detach().clone() for p in params]
+        eps = [s * self._standard_noise(p) for s, p in zip(self.sigma(), params)]
+        with torch.no_grad():
+            for p, e in zip(params, eps):
+                p.add_(e)
+        try:
+            yield eps
+        finally:
+            with torch.no_grad():
+                for p, m in zip(params, means):
+                    p.copy_(m)
+
+    def _sample_gradients(self, closure, hessian: bool):
+        """Mean loss, mean gradient and (if ``hessian``) mean ``grad * eps / sigma^2`` over the samples."""
+        S = self.param_groups[0]["mc_samples"]
+        params = self._params()
+        sig2 = [s * s for s in self.sigma()]
+        g_sum = [torch.zeros_like(p) for p in params]
+        h_sum = [torch.zeros_like(p) for p in params] if hessian else None
+        loss_sum = 0.0
+        for _ in range(S):
+            with self.sampled_params() as eps:
+                with torch.enable_grad():
+                    loss = closure()
+                loss_sum += float(loss.detach() if torch.is_tensor(loss) else loss)
+                for i, p in enumerate(params):
+                    g = p.grad if p.grad is not None else torch.zeros_like(p)
+                    g_sum[i].add_(g)
+                    if hessian:
+                        h_sum[i].add_(g * eps[i] / sig2[i])
+        g_hat = [g / S for g in g_sum]
+        h_hat = [h / S for h in h_sum] if hessian else None
+        return loss_sum / S, g_hat, h_hat
+
+    def state_dict(self):
+        sd = super().state_dict()
+        sd["generator"] = self.generator.get_state()
+        return sd
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        gen = state_dict.pop("generator", None)
+        super().load_state_dict(state_dict)
+        if gen is not None:
+            self.generator.set_state(gen)
+
+
+class VariationalGD(_SampledGradientOptimizer):
+    """Variational gradient descent: ``m -= lr * mean_s grad l(m + eps_s)``, ``eps_s ~ N(0, sigma^2)``.
+
+    Args:
+        params: the parameters (one group); they hold the mean ``m``.
+        lr: step size.
+        sigma: the posterior standard deviation: a float (isotropic) or one tensor per parameter (diagonal).
+        mc_samples: samples ``S`` per step.
+        posterior: ``gaussian`` or ``student-t`` (``dof`` degrees of freedom, scale ``sigma``).
+        seed: seed of the sampling generator (checkpointed with the optimizer).
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, sigma: float | list[torch.Tensor] = 0.01,
+                 mc_samples: int = 1, posterior: str = "gaussian", dof: int = 4, seed: int = 0):
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0 (got {lr})")
+        super().__init__(params, dict(lr=lr, mc_samples=int(mc_samples)), seed, posterior, dof)
+        params = self._params()
+        if isinstance(sigma, (int, float)):
+            if not sigma >= 0:
+                raise ValueError(f"sigma must be >= 0 (got {sigma})")
+            self._sigma = [torch.full_like(p, float(sigma)).detach() for p in params]
+        else:
+            self._sigma = [s.detach().to(p) for s, p in zip(sigma, params)]
+
+    def sigma(self) -> list[torch.Tensor]:
+        return self._sigma
+
+    def stability_threshold(self) -> float:
+        """GD's ``2 / lr`` (the VL threshold below it depends on the gradient: :func:`vl_threshold`)."""
+        return 2.0 / self.param_groups[0]["lr"]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step; ``closure`` (required) zeroes ``.grad``, backpropagates the batch loss and returns it."""
+        if closure is None:
+            raise ValueError("VariationalGD.step needs a closure (it evaluates the loss at each sample)")
+        loss, g_hat, _ = self._sample_gradients(closure, hessian=False)
+        lr = self.param_groups[0]["lr"]
+        for p, g in zip(self._params(), g_hat):
+            p.add_(g, alpha=-lr)
+            p.grad = g
+        return loss
+
+
+class IVON(_SampledGradientOptimizer):
+    """Improved Variational Online Newton (Shen et al. 2024); see the module docstring for the update.
+
+    Args:
+        params: the parameters (one group); they hold the mean ``m``.
+        lr: learning rate (multiplied by ``hess_init + weight_decay`` when ``rescale_lr``).
+        ess: effective sample size ``lambda`` (usually the training-set size).
+        hess_init: ``h0``.
+        beta1, beta2: momentum of the gradient and of the Hessian estimate.
+        weight_decay: ``delta``, the prior precision per example.
+        mc_samples: samples per step.
+        clip_radius: clip the update direction ``(g_bar + wd m) / (h + wd)`` element-wise to this (``inf``: off).
+        rescale_lr: see above.
+        posterior, dof: sampling distribution (``gaussian`` or ``student-t``).
+        seed: seed of the sampling generator (checkpointed).
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, ess: float, hess_init: float = 1.0,
+                 beta1: float = 0.9, beta2: float = 0.99999, weight_decay: float = 1e-4, mc_samples: int = 1,
+                 clip_radius: float = math.inf, rescale_lr: bool = True, posterior: str = "gaussian", dof: int = 4,
+                 seed: int = 0):
+        if not lr > 0 or not ess > 0 or not hess_init > 0:
+            raise ValueError(f"lr, ess and hess_init must be > 0 (got {lr}, {ess}, {hess_init})")
+        if not 0 <= beta1 < 1 or not 0 <= beta2 <= 1 or not weight_decay >= 0:
+            raise ValueError(f"need 0 <= beta1 < 1, 0 <= beta2 <= 1, weight_decay >= 0 (got {beta1}, {beta2}, "
+                             f"{weight_decay})")
+        super().__init__(params, dict(lr=lr, ess=float(ess), hess_init=float(hess_init), beta1=beta1, beta2=beta2,
+                                      weight_decay=weight_decay, mc_samples=int(mc_samples),
+                                      clip_radius=clip_radius, rescale_lr=rescale_lr, step=0), seed, posterior, dof)
+        for p in self._params():
+            self.state[p]["h"] = torch.full_like(p, float(hess_init)).detach()
+            self.state[p]["g"] = torch.zeros_like(p).detach()
+
+    def sigma(self) -> list[torch.Tensor]:
+        group = self.param_groups[0]
+        return [1.0 / (group["ess"] * (self.state[p]["h"] + group["weight_decay"])).sqrt() for p in self._params()]
+
+    def effective_lr(self) -> float:
+        group = self.param_groups[0]
+        return group["lr"] * ((group["hess_init"] + group["weight_decay"]) if group["rescale_lr"] else 1.0)
+
+    def preconditioner(self) -> torch.Tensor:
+        """Diagonal ``P`` with the step written as ``-lr P^-1 g`` (``g`` the undebiased momentum), flat.
+
+        ``P = (1 - beta1^t) (h + wd) / (h0 + wd)`` with ``rescale_lr`` (``(1 - beta1^t) (h + wd)`` without), so
+        the preconditioned sharpness ``lambda_max(P^-1 H)`` compares with :meth:`stability_threshold` as Adam's.
+        """
+        group = self.param_groups[0]
+        t = max(group["step"], 1)
+        scale = (1 - group["beta1"] ** t) * group["lr"] / self.effective_lr()
+        return torch.cat([(scale * (self.state[p]["h"] + group["weight_decay"])).reshape(-1)
+                          for p in self._params()])
+
+    def stability_threshold(self) -> float:
+        """``(2 + 2 beta1) / ((1 - beta1) lr)`` for the preconditioned sharpness (Adam's form; ``2 / lr`` at
+        ``beta1 = 0``)."""
+        group = self.param_groups[0]
+        b1 = group["beta1"]
+        return (2 + 2 * b1) / ((1 - b1) * group["lr"])
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One IVON step; ``closure`` (required) zeroes ``.grad``, backpropagates the batch loss and returns it."""
+        if closure is None:
+            raise ValueError("IVON.step needs a closure (it evaluates the loss at each posterior sample)")
+        group = self.param_groups[0]
+        loss, g_hat, h_hat = self._sample_gradients(closure, hessian=True)
+        group["step"] += 1
+        t, b1, b2, wd = group["step"], group["beta1"], group["beta2"], group["weight_decay"]
+        lr = self.effective_lr()
+        for p, gh, hh in zip(self._params(), g_hat, h_hat):
+            st = self.state[p]
+            st["g"].mul_(b1).add_(gh, alpha=1 - b1)
+            h = st["h"]
+            h.copy_(b2 * h + (1 - b2) * hh + (1 - b2) ** 2 * (h - hh).pow(2) / (2 * (h + wd)))
+            direction = (st["g"] / (1 - b1 ** t) + wd * p) / (h + wd)
+            if math.isfinite(group["clip_radius"]):
+                direction.clamp_(-group["clip_radius"], group["clip_radius"])
+            p.sub_(lr * direction)
+            p.grad = gh
+        return loss
+
+
+def posterior_predictive(optimizer: _SampledGradientOptimizer, model: torch.nn.Module, x: torch.Tensor,
+                         samples: int, probabilities: bool = True) -> torch.Tensor:
+    """Average over ``samples`` posterior draws of the model's output on ``x`` (softmax probabilities when
+    ``probabilities``, else raw outputs): ``samples`` forward passes, parameters restored to the mean after."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1 (got {samples})")
+    was_training = model.training
+    model.eval()
+    total = None
+    try:
+        with torch.no_grad():
+            for _ in range(samples):
+                with optimizer.sampled_params():
+                    out = model(x)
+                    out = out.softmax(dim=-1) if probabilities else out
+                total = out if total is None else total + out
+    finally:
+        model.train(was_training)
+    return total / samples
+
+
+__all__ = ["IVON", "VariationalGD", "POSTERIORS", "posterior_predictive", "vl_threshold", "variational_factor"]
