@@ -152,3 +152,35 @@ def test_posterior_predictive_averages_k_sampled_forward_passes():
             manual.append(model(x).softmax(-1).detach())
     opt.generator.set_state(gen_state)
     torch.testing.assert_close(posterior_predictive(opt, model, x, samples=8), torch.stack(manual).mean(0))
+
+
+def test_ivon_and_vgd_train_through_the_loop_and_resume_exactly(tmp_path):
+    from test_train import Crash, assert_same_params
+
+    from genlab.config import TrainConfig
+    from genlab.train import train
+
+    for optimizer, extra in (("ivon", dict(mc_samples=2, posterior="student-t")), ("vgd", dict(vgd_sigma=0.02))):
+        cfg = TrainConfig(dataset="mnist1d", n_train=300, model="mlp", width=16, optimizer=optimizer, lr=0.05,
+                          batch_size=50, seed=1, steps=12, checkpoint_every=4, eval_every=4, **extra)
+        straight = train(cfg, tmp_path / f"{optimizer}-straight", quiet=True)
+        with pytest.raises(Crash.Boom):
+            train(cfg, tmp_path / f"{optimizer}-crashed", callbacks=[Crash(at=10)], quiet=True)
+        train(cfg, tmp_path / f"{optimizer}-crashed", quiet=True)
+        assert_same_params(tmp_path / f"{optimizer}-straight", tmp_path / f"{optimizer}-crashed")
+        assert straight.summary["train_loss"] < 2.4
+
+
+def test_tracker_records_the_variational_threshold_for_vgd(tmp_path):
+    from genlab.config import TrainConfig
+    from genlab.train import train
+
+    cfg = TrainConfig(dataset="mnist1d", n_train=200, model="mlp", width=16, activation="tanh", loss="mse",
+                      optimizer="vgd", lr=0.1, steps=4, vgd_sigma=0.01, mc_samples=2, track_sharpness=2)
+    run = train(cfg, tmp_path / "r", quiet=True)
+    rec = [r for r in run.metrics if "vl_threshold" in r]
+    assert len(rec) == 3
+    for r in rec:
+        z = r["vl_z"]
+        assert z == pytest.approx(2 * r["grad_projections"][0] / 0.01 ** 2, rel=1e-4)
+        assert r["vl_threshold"] == pytest.approx(vl_threshold(0.1, z), rel=1e-9) and r["vl_threshold"] < 20

@@ -66,6 +66,16 @@ class TrainConfig(BaseModel):
     sgld_cov_size: int | None = Field(None, ge=2, description="SGLD: points C is estimated on (default batch_size)")
     sgld_bound: bool = Field(True, description="SGLD: account the information-theoretic bound (one held-out "
                                                "gradient per step)")
+    # variational learning (optimizer ivon / vgd; genlab.optim.ivon)
+    ess: float | None = Field(None, gt=0.0, description="IVON: effective sample size (default: the training-set size)")
+    hess_init: float = Field(1.0, gt=0.0, description="IVON: initial Hessian estimate h0")
+    ivon_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="IVON: gradient momentum")
+    ivon_beta2: float = Field(0.99999, ge=0.0, le=1.0, description="IVON: Hessian-estimate momentum")
+    ivon_clip: float | None = Field(None, gt=0.0, description="IVON: element-wise clip of the update direction")
+    mc_samples: int = Field(1, ge=1, description="IVON / VGD: posterior samples per step")
+    posterior: Literal["gaussian", "student-t"] = Field("gaussian", description="IVON / VGD: sampling distribution")
+    dof: int = Field(4, ge=3, description="IVON / VGD: Student-t degrees of freedom")
+    vgd_sigma: float = Field(0.01, ge=0.0, description="VGD: posterior standard deviation (isotropic)")
     # noise injected into the step (genlab.train.noise_injection)
     noise: Literal["none", "label", "dropconnect", "anti-pgd"] = Field(
         "none", description="noise injection: label, dropconnect or anti-pgd (with noise_sigma)")

@@ -16,7 +16,8 @@ records it next to the optimizer's stability threshold:
 Metrics written (per measurement): ``sharpness``, ``eigenvalues`` (top-k),
 ``sharpness_hvps``, ``sharpness_residual``, ``stability_threshold``,
 ``grad_norm`` and ``grad_projections`` (``(g . u_i)^2`` for the top eigenvectors,
-which the variational-learning threshold needs); optionally ``hessian_trace``,
+which the variational-learning threshold needs), and for variational GD ``vl_threshold`` and ``vl_z``
+(:meth:`genlab.optim.ivon.VariationalGD.variational_threshold`); optionally ``hessian_trace``,
 Jacobian norm summaries and ``gradcov_trace``; for Adam
 ``preconditioned_sharpness`` and ``preconditioned_threshold``.
 
@@ -167,6 +168,9 @@ class SharpnessTracker(Callback):
             g = H.gradient
             out["grad_norm"] = float(g.norm())
             out["grad_projections"] = [float(torch.dot(g, u)) ** 2 for u in res.eigenvectors.T]
+            if hasattr(state.optimizer, "variational_threshold"):  # variational GD (genlab.optim.ivon)
+                out["vl_threshold"], out["vl_z"] = state.optimizer.variational_threshold(
+                    res.eigenvectors[:, 0], out["grad_projections"][0])
         p_diag = adaptive_preconditioner(state.optimizer)
         if p_diag is not None:
             pre = lanczos(PreconditionedOperator(H, p_diag.to(H.dtype)), 1, tol=self.tol, max_iter=self.max_iter,

@@ -179,8 +179,18 @@ class VariationalGD(_SampledGradientOptimizer):
         return self._sigma
 
     def stability_threshold(self) -> float:
-        """GD's ``2 / lr`` (the VL threshold below it depends on the gradient: :func:`vl_threshold`)."""
+        """GD's ``2 / lr`` (the VL threshold below it depends on the gradient: :meth:`variational_threshold`)."""
         return 2.0 / self.param_groups[0]["lr"]
+
+    def variational_threshold(self, direction: torch.Tensor, grad_projection: float) -> tuple[float, float]:
+        """``(threshold, z)`` along a unit ``direction`` (the top Hessian eigenvector, flat) with squared gradient
+        component ``grad_projection``: ``z = S c / (u^T diag(sigma^2) u)``, threshold from :func:`vl_threshold`."""
+        group = self.param_groups[0]
+        var = float(torch.dot(direction.to(torch.float64) ** 2, self.posterior_variance().to(torch.float64)))
+        z = math.inf if var == 0 else group["mc_samples"] * grad_projection / var
+        if z == 0:
+            return 0.0, 0.0
+        return vl_threshold(group["lr"], z), z
 
     @torch.no_grad()
     def step(self, closure=None):

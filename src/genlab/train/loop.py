@@ -127,7 +127,7 @@ class _Session:
             raise ConfigError(f"noise_sigma is the label flip probability for the classification dataset "
                               f"{config.dataset} and must be <= 1 (got {config.noise_sigma})")
         self.model = make_model(config, self.data, self.device)
-        self.optimizer = build_optimizer(self.model.parameters(), config)
+        self.optimizer = build_optimizer(self.model.parameters(), config, len(self.data.x_train))
         objective, test_objective = make_objectives(config, self.data, self.model)
         n = objective.n
         self.state = TrainState(config=config, model=self.model, optimizer=self.optimizer, objective=objective,

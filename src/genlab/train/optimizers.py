@@ -22,7 +22,8 @@ class OptimizerSpec:
     name: str
     description: str
     full_batch: bool
-    build: Callable[[Iterable[torch.nn.Parameter], object], torch.optim.Optimizer]
+    build: Callable[..., torch.optim.Optimizer]
+    uses_train_size: bool = False  # build(params, config, n_train) instead of build(params, config)
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {}
@@ -36,9 +37,14 @@ def register_optimizer(spec: OptimizerSpec) -> OptimizerSpec:
     return spec
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], config) -> torch.optim.Optimizer:
-    """The optimizer named by ``config.optimizer``, built from ``config``'s settings."""
-    return OPTIMIZERS[config.optimizer].build(params, config)
+def build_optimizer(params: Iterable[torch.nn.Parameter], config, n_train: int | None = None
+                    ) -> torch.optim.Optimizer:
+    """The optimizer named by ``config.optimizer``, built from ``config``'s settings (and the training-set size,
+    for the optimizers that default to it)."""
+    spec = OPTIMIZERS[config.optimizer]
+    if spec.uses_train_size:
+        return spec.build(params, config, n_train)
+    return spec.build(params, config)
 
 
 def _sgd(params, c):
@@ -64,3 +70,31 @@ register_optimizer(OptimizerSpec("sgld", "mini-batch SGLD with structured noise 
                                  False, _sgld))
 register_optimizer(OptimizerSpec("gld", "full-batch gradient descent plus SGLD noise (C from a batch of "
                                  "--batch-size points)", True, _sgld))
+
+
+def _ivon(params, c, n_train):
+    import math
+
+    from genlab.optim.ivon import IVON
+
+    ess = c.ess if c.ess is not None else n_train
+    if ess is None:
+        raise ValueError("IVON needs ess (or the training-set size to default to)")
+    return IVON(params, lr=c.lr, ess=ess, hess_init=c.hess_init, beta1=c.ivon_beta1, beta2=c.ivon_beta2,
+                weight_decay=c.weight_decay, mc_samples=c.mc_samples,
+                clip_radius=c.ivon_clip if c.ivon_clip is not None else math.inf, posterior=c.posterior, dof=c.dof,
+                seed=c.seed)
+
+
+def _vgd(params, c):
+    from genlab.optim.ivon import VariationalGD
+
+    return VariationalGD(params, lr=c.lr, sigma=c.vgd_sigma, mc_samples=c.mc_samples, posterior=c.posterior,
+                         dof=c.dof, seed=c.seed)
+
+
+register_optimizer(OptimizerSpec("ivon", "IVON variational learning on mini-batches (--ess, --hess-init, "
+                                 "--mc-samples; full batch with --batch-size >= n)", False, _ivon,
+                                 uses_train_size=True))
+register_optimizer(OptimizerSpec("vgd", "full-batch variational GD: mean gradient at --mc-samples draws of "
+                                 "N(w, --vgd-sigma^2)", True, _vgd))
