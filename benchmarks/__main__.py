@@ -4,11 +4,12 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import (curvature_speed, objective_speed, reproductions_quick, sgld_step, tracking_overhead,
+from benchmarks import (curvature_speed, ivon_step, objective_speed, reproductions_quick, sgld_step, tracking_overhead,
                         train_acceptance)
 from benchmarks.common import RESULTS
 
-MODULES = (train_acceptance, objective_speed, curvature_speed, tracking_overhead, sgld_step, reproductions_quick)
+MODULES = (train_acceptance, objective_speed, curvature_speed, tracking_overhead, sgld_step, ivon_step,
+           reproductions_quick)
 
 
 def write_summary() -> Path:

@@ -12,6 +12,7 @@ REPRODUCTIONS = {
     "sharpening": "genlab.experiments.sharpening",
     "sgld-noise": "genlab.experiments.sgld_noise",
     "noise-timescales": "genlab.experiments.noise_timescales",
+    "vl-eos": "genlab.experiments.vl_eos",
 }
 
 

@@ -82,14 +82,18 @@ class _SampledGradientOptimizer(torch.optim.Optimizer):
     def _params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.param_groups[0]["params"] if p.requires_grad]
 
-    def _standard_noise(self, p: torch.Tensor) -> torch.Tensor:
+    def _standard_noise(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One standard draw per parameter tensor (one generator call for all of them: small tensors are many)."""
         group = self.param_groups[0]
-        z = torch.randn(p.shape, generator=self.generator, dtype=p.dtype)
+        total = sum(p.numel() for p in params)
+        dtype = params[0].dtype
+        z = torch.randn(total, generator=self.generator, dtype=dtype)
         if group["posterior"] == "student-t":
             nu = group["dof"]
-            chi2 = torch.randn((nu, *p.shape), generator=self.generator, dtype=p.dtype).pow(2).sum(0)
+            chi2 = torch.randn((nu, total), generator=self.generator, dtype=dtype).pow(2).sum(0)
             z = z / (chi2 / nu).sqrt()
-        return z.to(p.device)
+        z = z.to(params[0].device)
+        return [piece.view_as(p) for piece, p in zip(z.split([p.numel() for p in params]), params)]
 
     def sigma(self) -> list[torch.Tensor]:
         """The posterior standard deviation per parameter tensor."""
@@ -100,42 +104,49 @@ class _SampledGradientOptimizer(torch.optim.Optimizer):
         return torch.cat([s.reshape(-1) ** 2 for s in self.sigma()])
 
     @contextlib.contextmanager
-    def sampled_params(self) -> Iterator[list[torch.Tensor]]:
-        """Set the parameters to one posterior sample ``m + eps`` inside the block; yields the ``eps``."""
+    def sampled_params(self, sigma: list[torch.Tensor] | None = None) -> Iterator[list[torch.Tensor]]:
+        """Set the parameters to one posterior sample ``m + eps`` inside the block; yields the ``eps``.
+
+        The mean is kept in a buffer and copied back afterwards (exactly: no ``- eps`` round-off).
+        """
         params = self._params()
-        means = [p.detach().clone() for p in params]
-        eps = [s * self._standard_noise(p) for s, p in zip(self.sigma(), params)]
+        if getattr(self, "_mean_buffer", None) is None or len(self._mean_buffer) != len(params):
+            self._mean_buffer = [torch.empty_like(p) for p in params]
+        means = self._mean_buffer
         with torch.no_grad():
-            for p, e in zip(params, eps):
-                p.add_(e)
+            torch._foreach_copy_(means, [p.detach() for p in params])
+            eps = torch._foreach_mul(self._standard_noise(params), sigma if sigma is not None else self.sigma())
+            torch._foreach_add_(params, eps)
         try:
             yield eps
         finally:
             with torch.no_grad():
-                for p, m in zip(params, means):
-                    p.copy_(m)
+                torch._foreach_copy_(params, means)
 
     def _sample_gradients(self, closure, hessian: bool):
         """Mean loss, mean gradient and (if ``hessian``) mean ``grad * eps / sigma^2`` over the samples."""
         S = self.param_groups[0]["mc_samples"]
         params = self._params()
-        sig2 = [s * s for s in self.sigma()]
-        g_sum = [torch.zeros_like(p) for p in params]
-        h_sum = [torch.zeros_like(p) for p in params] if hessian else None
+        sigma = self.sigma()
+        sig2 = torch._foreach_mul(sigma, sigma) if hessian else None
+        g_sum = h_sum = None
         loss_sum = 0.0
         for _ in range(S):
-            with self.sampled_params() as eps:
+            with self.sampled_params(sigma) as eps:
                 with torch.enable_grad():
                     loss = closure()
                 loss_sum += float(loss.detach() if torch.is_tensor(loss) else loss)
-                for i, p in enumerate(params):
-                    g = p.grad if p.grad is not None else torch.zeros_like(p)
-                    g_sum[i].add_(g)
-                    if hessian:
-                        h_sum[i].add_(g * eps[i] / sig2[i])
-        g_hat = [g / S for g in g_sum]
-        h_hat = [h / S for h in h_sum] if hessian else None
-        return loss_sum / S, g_hat, h_hat
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+                if hessian:
+                    h = torch._foreach_mul(grads, eps)
+                    torch._foreach_div_(h, sig2)
+                    h_sum = h if h_sum is None else torch._foreach_add(h_sum, h)
+                g_sum = [g.detach().clone() for g in grads] if g_sum is None else torch._foreach_add(g_sum, grads)
+        if S > 1:
+            torch._foreach_div_(g_sum, S)
+            if hessian:
+                torch._foreach_div_(h_sum, S)
+        return loss_sum / S, g_sum, h_sum
 
     def state_dict(self):
         sd = super().state_dict()
@@ -198,9 +209,9 @@ class VariationalGD(_SampledGradientOptimizer):
         if closure is None:
             raise ValueError("VariationalGD.step needs a closure (it evaluates the loss at each sample)")
         loss, g_hat, _ = self._sample_gradients(closure, hessian=False)
-        lr = self.param_groups[0]["lr"]
-        for p, g in zip(self._params(), g_hat):
-            p.add_(g, alpha=-lr)
+        params = self._params()
+        torch._foreach_add_(params, g_hat, alpha=-self.param_groups[0]["lr"])
+        for p, g in zip(params, g_hat):
             p.grad = g
         return loss
 
@@ -240,7 +251,10 @@ class IVON(_SampledGradientOptimizer):
 
     def sigma(self) -> list[torch.Tensor]:
         group = self.param_groups[0]
-        return [1.0 / (group["ess"] * (self.state[p]["h"] + group["weight_decay"])).sqrt() for p in self._params()]
+        s = torch._foreach_add([self.state[p]["h"] for p in self._params()], group["weight_decay"])
+        torch._foreach_mul_(s, group["ess"])
+        torch._foreach_rsqrt_(s)
+        return s
 
     def effective_lr(self) -> float:
         group = self.param_groups[0]
@@ -275,15 +289,28 @@ class IVON(_SampledGradientOptimizer):
         group["step"] += 1
         t, b1, b2, wd = group["step"], group["beta1"], group["beta2"], group["weight_decay"]
         lr = self.effective_lr()
-        for p, gh, hh in zip(self._params(), g_hat, h_hat):
-            st = self.state[p]
-            st["g"].mul_(b1).add_(gh, alpha=1 - b1)
-            h = st["h"]
-            h.copy_(b2 * h + (1 - b2) * hh + (1 - b2) ** 2 * (h - hh).pow(2) / (2 * (h + wd)))
-            direction = (st["g"] / (1 - b1 ** t) + wd * p) / (h + wd)
-            if math.isfinite(group["clip_radius"]):
-                direction.clamp_(-group["clip_radius"], group["clip_radius"])
-            p.sub_(lr * direction)
+        params = self._params()
+        g = [self.state[p]["g"] for p in params]
+        h = [self.state[p]["h"] for p in params]
+        torch._foreach_mul_(g, b1)
+        torch._foreach_add_(g, g_hat, alpha=1 - b1)
+        sq = torch._foreach_sub(h, h_hat)              # (h - h_hat)^2 / (2 (h + wd)), from the old h
+        torch._foreach_mul_(sq, sq)
+        den = torch._foreach_add(h, wd)
+        torch._foreach_mul_(den, 2.0)
+        torch._foreach_div_(sq, den)
+        torch._foreach_mul_(h, b2)
+        torch._foreach_add_(h, h_hat, alpha=1 - b2)
+        torch._foreach_add_(h, sq, alpha=(1 - b2) ** 2)
+        direction = torch._foreach_div(g, 1 - b1 ** t)
+        if wd:
+            torch._foreach_add_(direction, params, alpha=wd)
+        torch._foreach_div_(direction, torch._foreach_add(h, wd))
+        if math.isfinite(group["clip_radius"]):
+            torch._foreach_clamp_min_(direction, -group["clip_radius"])
+            torch._foreach_clamp_max_(direction, group["clip_radius"])
+        torch._foreach_add_(params, direction, alpha=-lr)
+        for p, gh in zip(params, g_hat):
             p.grad = gh
         return loss
 
