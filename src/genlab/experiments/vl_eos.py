@@ -9,8 +9,9 @@ fewer samples ``S`` lower it. For IVON the comparable quantity is the preconditi
 Setting (Cohen et al.'s, as ``genlab reproduce sharpening``): tanh MLP 200-200, MSE ``0.5 ||f(x) - y||^2`` on
 one-hot targets, full batch, sharpness by warm-started Lanczos every ``track_every`` steps; runs at one or two
 learning rates: GD, VGD at two ``sigma`` with ``S = 1``, and at the larger ``sigma`` with ``S = 2, 4``, and
-full-batch IVON (``beta1 = 0``, ``ess = n``). ``--quick``: MNIST-1D (4,000 points); full: the first 5,000 MNIST
-training points. Each run is an ordinary run directory under ``OUT/runs/``.
+full-batch IVON (``beta1 = 0``, ``ess = n``). ``--quick``: MNIST-1D (4,000 points), lr 0.2, 800 steps; full:
+MNIST-1D at lr 0.1 and 0.2, 2,000 steps (MNIST-scale runs, 11 full-batch gradients per step and learning rate,
+do not fit a 2-core session). Each run is an ordinary run directory under ``OUT/runs/``.
 
 Per run, the *late window* is the last ``LATE`` share of the measurements. Verdict rules (fixed before running),
 at each learning rate: (1) GD reaches the edge (late mean sharpness >= 0.9 x 2/lr; else ``inconclusive``) and
@@ -83,8 +84,8 @@ class VLSetting:
 SETTINGS = {
     "quick": VLSetting("mnist1d", None, lrs=(0.2,), sigmas=(0.005, 0.02), steps=800, track_every=25,
                        expected_minutes=4),
-    "full": VLSetting("mnist", 5000, lrs=(0.04, 0.08), sigmas=(0.005, 0.02), steps=3000, track_every=50,
-                      expected_minutes=60),
+    "full": VLSetting("mnist1d", None, lrs=(0.1, 0.2), sigmas=(0.005, 0.02), steps=2000, track_every=25,
+                      expected_minutes=15),
 }
 
 
