@@ -76,6 +76,20 @@ class TrainConfig(BaseModel):
     posterior: Literal["gaussian", "student-t"] = Field("gaussian", description="IVON / VGD: sampling distribution")
     dof: int = Field(4, ge=3, description="IVON / VGD: Student-t degrees of freedom")
     vgd_sigma: float = Field(0.01, ge=0.0, description="VGD: posterior standard deviation (isotropic)")
+    # subspace training and quantization (genlab.bounds.compression)
+    intrinsic_dim: int | None = Field(None, ge=1, description="train theta0 + P w with w in R^d (d = intrinsic_dim)")
+    projection: Literal["dense", "sparse", "kron"] = Field("sparse", description="the random projection P")
+    projection_seed: int | None = Field(None, ge=0, description="seed of P (default: seed)")
+    projection_groups: list[str] = Field(default_factory=list,
+                                         description="parameter-name prefixes the subspace covers (default: all)")
+    subspace_prior: str | None = Field(None, description="run directory whose final weights are theta0 (a prior "
+                                                         "centre for data-dependent bounds); default: the random "
+                                                         "initialisation from seed")
+    quant_levels: int | None = Field(None, ge=1, le=256, description="quantization-aware training of w with a "
+                                                                     "learned codebook of this many levels")
+    quant_init: Literal["quantiles", "kmeans"] = Field("kmeans", description="codebook initialisation from w")
+    init_from: str | None = Field(None, description="run directory whose final weights start this run (same "
+                                                    "model; with quant_levels, the codebook is fitted to its w)")
     # noise injected into the step (genlab.train.noise_injection)
     noise: Literal["none", "label", "dropconnect", "anti-pgd"] = Field(
         "none", description="noise injection: label, dropconnect or anti-pgd (with noise_sigma)")
@@ -118,6 +132,14 @@ class TrainConfig(BaseModel):
             raise ValueError(f"noise_sigma is the dropconnect drop rate and must be < 1 (got {self.noise_sigma})")
         if self.noise == "label" and self.noise_sigma > 1 and self.loss == "ce":
             raise ValueError(f"noise_sigma is a flip probability for classification labels (got {self.noise_sigma})")
+        return self
+
+    @model_validator(mode="after")
+    def _subspace_settings(self) -> TrainConfig:
+        if self.intrinsic_dim is None and (self.quant_levels is not None or self.subspace_prior is not None
+                                           or self.projection_groups):
+            raise ValueError("quant_levels, subspace_prior and projection_groups need intrinsic_dim (subspace "
+                             "training)")
         return self
 
     @model_validator(mode="after")

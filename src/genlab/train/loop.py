@@ -159,6 +159,10 @@ class _Session:
             rd.truncate_metrics(state.step)
         else:
             rd.metrics.unlink(missing_ok=True)  # a config written but no checkpoint yet: start afresh
+            if self.config.init_from is not None or self.config.subspace_prior is not None:
+                from genlab.bounds.compression.subspace import initialise_from_runs
+
+                initialise_from_runs(self.config, self.model)
             torch.manual_seed(self.config.seed + 1)  # dropout stream, independent of the init stream
             rd.create()
             write_json_atomic(rd.env, {**environment_info(self.config.seed, str(self.device)),

@@ -70,6 +70,10 @@ def make_model(config: TrainConfig, data: Dataset, device: torch.device) -> torc
     model = build_model(config.model, data.input_shape, data.output_dim, width=config.width, depth=config.depth,
                         dropout=config.dropout, activation=config.activation, batchnorm=config.batchnorm,
                         **config.model_options)
+    if config.intrinsic_dim is not None:  # subspace training: the model's only parameter is w (and a codebook)
+        from genlab.bounds.compression.subspace import subspace_model
+
+        model = subspace_model(config, model)
     return model.to(device=device, dtype=getattr(torch, config.dtype))
 
 

@@ -1,0 +1,366 @@
+"""Certificates: a compression bound that anyone can re-check from two files.
+
+:func:`certify` takes a finished quantization-aware run (a :class:`~genlab.bounds.compression.subspace.SubspaceModel`
+with a codebook), writes ``message.bin`` (the quantized coordinates, see
+:mod:`~genlab.bounds.compression.coding`) and ``certificate.json``, which holds everything else the predictor
+depends on: data identity (name, settings, content hash), model spec and seed of ``theta0`` (or the file of a prior
+centre trained on a declared split, with its SHA-256), the projection (kind, d, seed, groups), the codebook size and
+symbol model, the declared hyper-parameter grid and its bit cost, ``delta``, the exact empirical error of the
+decoded predictor on the bound's training points, the message bits, every bound value, the one reported (declared
+before computing) and the test error (for information).
+
+The predictor certified is rebuilt *from the certificate and the message alone* (:func:`rebuild_predictor`), both
+when certifying and when verifying: the numbers are those of the decoded predictor, never of the trained model.
+:func:`verify` recomputes the training error and the bound and raises :class:`VerificationError` on any mismatch.
+
+What the bound charges (Occam, point mass, prior ``P(h) = 2^-(message bits) / |grid| * 2^-preprocessing``):
+
+- ``message_bits`` = ``8 * len(message.bin)`` (a prefix-free code, so a valid prior by Kraft);
+- ``hyperparameter_bits`` = ``log2`` of the number of configurations in the declared grid (a uniform prior over
+  them: the union bound for having searched them) plus ``PREPROCESSING_BITS`` for the two input-normalisation
+  statistics (mean and standard deviation, 32 bits each), which are computed from training data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlab.bounds.compression.coding import SYMBOL_MODELS, decode_message, encode_message, message_bits
+from genlab.bounds.compression.quantize import stored_codebook
+from genlab.bounds.compression.subspace import ProjectionSpec, SubspaceModel
+from genlab.bounds.kl import all_bounds
+from genlab.errors import ConfigError, GenlabError
+
+FORMAT = "genlab-certificate-1"
+PREPROCESSING_BITS = 64
+BOUND_NAMES = ("occam_kl", "langford_seeger", "mcallester", "catoni_grid")
+# The grid every certificate declares unless told otherwise: the choices genlab's own searches range over.
+DEFAULT_GRID: dict[str, list] = {
+    "intrinsic_dim": [125, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000],
+    "quant_levels": [2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 15, 17],
+    "projection": ["sparse", "kron", "dense"],
+    "symbol_model": list(SYMBOL_MODELS),
+}
+
+
+class VerificationError(GenlabError):
+    """A certificate does not check out: its message, data, predictor or numbers differ from what it claims."""
+
+    exit_code = 1
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    return sha256_bytes(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+
+
+def grid_bits(grid: dict[str, list]) -> float:
+    """``log2`` of the number of configurations in a declared grid."""
+    return float(sum(math.log2(len(v)) for v in grid.values()))
+
+
+def check_choices_in_grid(choices: dict[str, Any], grid: dict[str, list]) -> None:
+    """Every grid key must be a known choice and its value one of the declared values."""
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid {key}: must be a non-empty list of declared values")
+        if key not in choices:
+            raise ConfigError(f"grid {key}: not a choice this certificate makes; choices: {', '.join(choices)}")
+        if choices[key] not in values:
+            raise ConfigError(f"grid {key}: the value used ({choices[key]!r}) is not among the declared values "
+                              f"{values}; declare it (it costs bits) or change the run")
+
+
+# --------------------------------------------------------------------------- rebuilding the predictor
+def build_base(cert: dict[str, Any], prior_state: dict[str, torch.Tensor] | None) -> torch.nn.Module:
+    """The base network with parameters ``theta0``: seeded initialisation, or the prior centre's weights."""
+    from genlab.models import build_model
+
+    spec = cert["model"]
+    torch.manual_seed(spec["seed"])
+    base = build_model(spec["name"], tuple(spec["input_shape"]), spec["output_dim"], width=spec["width"],
+                       depth=spec["depth"], dropout=spec["dropout"], activation=spec["activation"],
+                       batchnorm=spec["batchnorm"], **spec["options"])
+    base = base.to(torch.float32)
+    if prior_state is not None:
+        try:
+            base.load_state_dict(prior_state)
+        except RuntimeError as err:
+            raise VerificationError(f"the prior centre's weights do not fit the model ({err})") from None
+    return base
+
+
+def rebuild_predictor(cert: dict[str, Any], message: bytes,
+                      prior_state: dict[str, torch.Tensor] | None = None) -> SubspaceModel:
+    """The certified predictor, from the certificate and message alone (eval mode, CPU, float32).
+
+    Raises:
+        MessageError: the message does not decode.
+        VerificationError: ``theta0`` rebuilt here differs from the certificate's hash.
+    """
+    p = cert["projection"]
+    q = cert["quantization"]
+    model = SubspaceModel(build_base(cert, prior_state), ProjectionSpec(p["kind"], p["d"], p["seed"],
+                                                                         tuple(p["groups"])))
+    if tensor_sha256(model.theta0) != cert["theta0_sha256"]:
+        raise VerificationError(
+            f"theta0 rebuilt here differs from the one certified (SHA-256 mismatch); the certificate was made with "
+            f"torch {cert['environment']['torch']}, this is torch {torch.__version__}")
+    symbols, codebook = decode_message(message, p["d"], q["levels"], q["symbol_model"])
+    with torch.no_grad():
+        model.w.copy_(codebook[symbols])
+    return model.eval()
+
+
+def count_errors(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, chunk: int = 2000) -> int:
+    """Misclassified points (argmax of the outputs against integer labels), in chunks, without gradients."""
+    wrong = 0
+    with torch.no_grad():
+        for i in range(0, len(x), chunk):
+            wrong += int((model(x[i: i + chunk]).argmax(1) != labels[i: i + chunk]).sum())
+    return wrong
+
+
+def _labels(y: torch.Tensor) -> torch.Tensor:
+    return y.argmax(1) if y.dim() == 2 else y.long()
+
+
+def load_certificate_data(cert: dict[str, Any], data_dir: str | None = None):
+    """The dataset a certificate names, checked against its content hash."""
+    from genlab.data import load_dataset
+    from genlab.train.run import data_fingerprint
+
+    d = cert["data"]
+    data = load_dataset(d["name"], n_train=d["n_train"], label_noise=d["label_noise"], loss=d["loss"],
+                        seed=d["seed"], data_dir=data_dir, options=dict(d["options"]))
+    if data_fingerprint(data) != d["sha256"]:
+        raise VerificationError(f"the {d['name']} data found here differs from the data certified (content hash "
+                                f"{data_fingerprint(data)} vs {d['sha256']}); point --data-dir at the same files")
+    return data
+
+
+def evaluate_certificate(cert: dict[str, Any], message: bytes, data, prior_state=None) -> dict[str, Any]:
+    """Errors of the decoded predictor and every bound, as the certificate states them."""
+    model = rebuild_predictor(cert, message, prior_state)
+    split = cert["prior"]["split"]
+    x, y = data.x_train[split:], _labels(data.y_train[split:])
+    n = len(x)
+    train_errors = count_errors(model, x, y)
+    test_errors = count_errors(model, data.x_test, _labels(data.y_test))
+    bits = message_bits(message)
+    total_bits = bits + cert["hyperparameter_bits"]
+    bounds = all_bounds(train_errors / n, total_bits, n, cert["delta"])
+    return {"n": n, "train_errors": train_errors, "train_error": train_errors / n,
+            "test_errors": test_errors, "test_error": test_errors / len(data.x_test),
+            "message_bits": bits, "total_bits": total_bits, "bounds": bounds, "bound": bounds[cert["reported_bound"]]}
+
+
+# --------------------------------------------------------------------------- certify
+def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: dict[str, list] | None = None,
+            choices: dict[str, Any] | None = None, symbol_model: str = "adaptive", reported_bound: str = "occam_kl",
+            data_dir: str | None = None) -> dict[str, Any]:
+    """Certify the predictor of a finished quantization-aware run; writes ``certificate.json`` and ``message.bin``.
+
+    Args:
+        run_dir: a complete run trained with ``intrinsic_dim`` and ``quant_levels``.
+        out: directory for the certificate, the message (and ``prior.safetensors`` for a data-dependent bound).
+        delta: the bound's failure probability.
+        grid: the declared hyper-parameter grid (name -> list of values); default :data:`DEFAULT_GRID`.
+        choices: values of every choice the grid may name (the run's own settings are added).
+        symbol_model: ``adaptive`` or ``two-part`` (see :mod:`~genlab.bounds.compression.coding`).
+        reported_bound: which bound is *the* bound, declared before computing: one of :data:`BOUND_NAMES`.
+
+    A run with ``subspace_prior`` gives a data-dependent bound: the prior run must have been trained on the first
+    ``m`` training points only (``n_train = m``), and the bound is on the other ``n - m``.
+
+    Returns the certificate (also written to ``out/certificate.json``).
+    """
+    from genlab.train.run import data_fingerprint, load_run, read_run_config
+
+    t0 = time.perf_counter()
+    if reported_bound not in BOUND_NAMES:
+        raise ConfigError(f"reported bound {reported_bound!r} unknown; allowed: {', '.join(BOUND_NAMES)}")
+    if symbol_model not in SYMBOL_MODELS:
+        raise ConfigError(f"symbol model {symbol_model!r} unknown; allowed: {', '.join(SYMBOL_MODELS)}")
+    if not 0 < delta < 1:
+        raise ConfigError(f"delta must lie in (0, 1), got {delta}")
+    run = load_run(run_dir, device="cpu")
+    config = run.config
+    if run.status != "complete":
+        raise ConfigError(f"{run_dir}: the run is {run.status}; certify a complete run")
+    model = run.model
+    if not isinstance(model, SubspaceModel) or model.quantizer is None:
+        raise ConfigError(f"{run_dir}: not a quantized subspace run (train it with intrinsic_dim and quant_levels)")
+    if run.data.task != "classification":
+        raise ConfigError(f"{run_dir}: compression bounds here are for classification error; {config.dataset} is "
+                          f"a regression dataset")
+    prior = {"kind": "init", "split": 0, "file": None, "sha256": None}
+    prior_state = None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.subspace_prior is not None:
+        prior_config = read_run_config(config.subspace_prior)
+        m = prior_config.n_train
+        if m is None or (config.n_train is not None and m >= config.n_train) or prior_config.dataset != config.dataset \
+                or prior_config.label_noise != config.label_noise or prior_config.seed != config.seed:
+            raise ConfigError(f"subspace_prior {config.subspace_prior}: a data-dependent bound needs a prior trained "
+                              f"on the first m < n points of the same dataset (n_train = m), same seed and labels")
+        prior_state = {k: v.detach().clone() for k, v in zip([n for n, _, _ in model.shapes],
+                                                            _split_flat(model.theta0, model.shapes))}
+        from genlab.train.checkpoint import save_state_dict
+
+        save_state_dict(out / "prior.safetensors", prior_state, metadata={"format": "genlab-prior-1"})
+        prior = {"kind": "trained", "split": m, "file": "prior.safetensors",
+                 "sha256": sha256_bytes((out / "prior.safetensors").read_bytes()), "run": str(config.subspace_prior)}
+
+    grid = dict(DEFAULT_GRID if grid is None else grid)
+    choices = {**_run_choices(config), "symbol_model": symbol_model, **(choices or {})}
+    check_choices_in_grid(choices, grid)
+
+    codebook = stored_codebook(model.quantizer.codebook)
+    symbols = model.quantizer.symbols(model.w)
+    message = encode_message(symbols, codebook, symbol_model)
+    decoded_symbols, decoded_book = decode_message(message, model.spec.d, codebook.numel(), symbol_model)
+    if not (torch.equal(decoded_symbols, symbols.cpu()) and torch.equal(decoded_book, codebook)):
+        raise GenlabError("internal error: the message does not decode to the quantized coordinates")
+    (out / "message.bin").write_bytes(message)
+
+    import genlab
+
+    cert: dict[str, Any] = {
+        "format": FORMAT,
+        "data": {"name": config.dataset, "n_train": config.n_train, "label_noise": config.label_noise,
+                 "loss": run.data.loss, "seed": config.seed, "options": dict(config.dataset_options),
+                 "sha256": data_fingerprint(run.data), "n_train_total": len(run.data.x_train)},
+        "model": {"name": config.model, "width": config.width, "depth": config.depth, "activation": config.activation,
+                  "dropout": config.dropout, "batchnorm": config.batchnorm, "options": dict(config.model_options),
+                  "input_shape": list(run.data.input_shape), "output_dim": run.data.output_dim, "seed": config.seed},
+        "projection": model.spec.to_json() | {"covered_parameters": model.covered},
+        "theta0_sha256": tensor_sha256(model.theta0),
+        "prior": prior,
+        "quantization": {"levels": codebook.numel(), "symbol_model": symbol_model,
+                         "codebook": [float(v) for v in codebook]},
+        "preprocessing": {"normalisation": run.data.info.get("normalisation", "dataset default"),
+                          "bits": PREPROCESSING_BITS},
+        "grid": grid,
+        "choices": choices,
+        "grid_bits": grid_bits(grid),
+        "hyperparameter_bits": grid_bits(grid) + PREPROCESSING_BITS,
+        "delta": delta,
+        "reported_bound": reported_bound,
+        "message_file": "message.bin",
+        "message_sha256": sha256_bytes(message),
+        "environment": {"genlab": genlab.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "training_run": str(run_dir),
+    }
+    cert.update(evaluate_certificate(cert, message, run.data, prior_state))
+    cert["time_s"] = {"certify": time.perf_counter() - t0}
+    _write_json(out / "certificate.json", cert)
+    return cert
+
+
+def _split_flat(flat: torch.Tensor, shapes) -> list[torch.Tensor]:
+    out, offset = [], 0
+    for _, shape, numel in shapes:
+        out.append(flat[offset: offset + numel].view(shape))
+        offset += numel
+    return out
+
+
+def _run_choices(config) -> dict[str, Any]:
+    """The settings of the quantization-aware run (and of the subspace run it started from) a grid may name."""
+    from genlab.train.run import read_run_config
+
+    choices = {k: v for k, v in config.model_dump().items() if isinstance(v, (int, float, str, bool)) or v is None}
+    choices["qat_epochs"], choices["qat_lr"] = config.epochs, config.lr
+    if config.init_from is not None:
+        first = read_run_config(config.init_from)
+        choices["epochs"], choices["lr"] = first.epochs, first.lr
+        choices["optimizer"] = first.optimizer
+    return choices
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    from genlab.jsonio import write_json_atomic
+
+    write_json_atomic(path, data)
+
+
+# --------------------------------------------------------------------------- verify
+def read_certificate(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """A certificate and its directory (the path may name the directory or the JSON file)."""
+    path = Path(path)
+    file = path / "certificate.json" if path.is_dir() else path
+    if not file.is_file():
+        raise VerificationError(f"certificate {file} not found")
+    try:
+        cert = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise VerificationError(f"certificate {file} is not readable JSON ({err})") from None
+    if not isinstance(cert, dict) or cert.get("format") != FORMAT:
+        raise VerificationError(f"{file} is not a genlab certificate (format {FORMAT!r} expected)")
+    return cert, file.parent
+
+
+def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 1e-9) -> dict[str, Any]:
+    """Re-check a certificate from itself and its message alone; returns the recomputed figures.
+
+    Rebuilds the predictor (projection from its seed, ``theta0`` from the model seed or the prior file, the
+    quantized coordinates from ``message.bin``), recounts its errors on the certified training points, recomputes
+    the hyper-parameter bits and every bound.
+
+    Raises:
+        VerificationError: any mismatch (message hash or length, data hash, theta0, error count, bits, bound).
+        MessageError: the message is truncated or corrupt.
+    """
+    cert, folder = read_certificate(path)
+    try:
+        message = (folder / cert["message_file"]).read_bytes()
+    except OSError as err:
+        raise VerificationError(f"message {folder / cert['message_file']} not readable ({err})") from None
+    problems = []
+    if sha256_bytes(message) != cert["message_sha256"]:
+        problems.append("message.bin differs from the certified message (SHA-256)")
+    if message_bits(message) != cert["message_bits"]:
+        problems.append(f"message.bin is {message_bits(message)} bits, the certificate charges {cert['message_bits']}")
+    prior_state = None
+    if cert["prior"]["kind"] == "trained":
+        from genlab.train.checkpoint import load_state_dict
+
+        prior_file = folder / cert["prior"]["file"]
+        if not prior_file.is_file() or sha256_bytes(prior_file.read_bytes()) != cert["prior"]["sha256"]:
+            raise VerificationError(f"prior centre {prior_file} is missing or differs from the certified one")
+        prior_state = load_state_dict(prior_file)
+    if abs(grid_bits(cert["grid"]) + PREPROCESSING_BITS - cert["hyperparameter_bits"]) > tolerance:
+        problems.append(f"hyperparameter_bits {cert['hyperparameter_bits']} do not match the declared grid "
+                        f"({grid_bits(cert['grid']) + PREPROCESSING_BITS})")
+    try:
+        check_choices_in_grid(cert["choices"], cert["grid"])
+    except ConfigError as err:
+        problems.append(str(err))
+    if problems:
+        raise VerificationError("; ".join(problems))
+    data = load_certificate_data(cert, data_dir)
+    figures = evaluate_certificate(cert, message, data, prior_state)
+    for key in ("n", "train_errors", "message_bits"):
+        if figures[key] != cert[key]:
+            problems.append(f"{key}: recomputed {figures[key]}, certified {cert[key]}")
+    for name, value in figures["bounds"].items():
+        if abs(value - cert["bounds"].get(name, math.nan)) > tolerance:
+            problems.append(f"bound {name}: recomputed {value:.6f}, certified {cert['bounds'].get(name)}")
+    if abs(figures["bound"] - cert["bound"]) > tolerance:
+        problems.append(f"bound: recomputed {figures['bound']:.6f}, certified {cert['bound']}")
+    if problems:
+        raise VerificationError("certificate does not verify: " + "; ".join(problems))
+    return figures

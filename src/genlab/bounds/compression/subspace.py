@@ -1,0 +1,238 @@
+"""Training in a random linear subspace: ``theta = theta0 + P w``, ``w`` in ``R^d`` (Li et al. 2018; Lotfi et al. 2022).
+
+``P`` is never stored on disk: it is a pure function of ``(kind, D, d, seed)``, generated on the CPU with a seeded
+``torch.Generator`` (so a certificate names it in three numbers and any machine rebuilds the same matrix), and held
+in memory only in the compact form its kind needs:
+
+- ``dense``: Gaussian entries ``N(0, 1/D)`` (columns of unit norm in expectation), ``D x d`` floats in memory;
+- ``sparse``: ``s`` non-zeros per row at random columns, values ``+-sqrt(d / (D s))`` (unit column norm in
+  expectation), ``D x s`` indices and signs: cost ``O(D s)`` per product;
+- ``kron``: the anchor's "rdkron": ``P w = vec(A W B^T)`` truncated to ``D`` entries, ``W`` the ``d1 x d2`` matrix
+  holding ``w`` (``d1 = ceil(sqrt(d))``), ``A`` (``D1 x d1``, entries ``N(0, 1/D1)``) and ``B`` (``D2 x d2``,
+  ``N(0, 1/D2)``), ``D1 D2 >= D``: ``O(D (d1 + d2))`` per product with two tiny matrices.
+
+Unit-norm columns make ``P P^T`` roughly a projection, so a learning rate means about the same in ``w`` as in
+``theta``. The subspace may cover only some parameter groups (``groups``: name prefixes); the others stay at
+``theta0``.
+
+:class:`SubspaceModel` wraps any model without buffers (no BatchNorm statistics: they would be part of the
+predictor and are not coded) as an ``nn.Module`` whose only parameter is ``w``, so the ordinary training loop,
+checkpoints and :class:`~genlab.objective.Objective` work unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from genlab.errors import ConfigError
+
+PROJECTIONS = ("dense", "sparse", "kron")
+DENSE_MAX_ENTRIES = 2 ** 27   # 512 MiB of float32; beyond it use sparse or kron
+SPARSE_NONZEROS = 8           # non-zeros per row of the sparse projection (a declared constant, not a search)
+
+
+@dataclass(frozen=True)
+class ProjectionSpec:
+    """What defines ``P``: its kind, shape ``D x d``, seed, and the parameter groups it covers (``()``: all)."""
+
+    kind: str
+    d: int
+    seed: int
+    groups: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in PROJECTIONS:
+            raise ConfigError(f"projection: unknown kind {self.kind!r}; allowed: {', '.join(PROJECTIONS)}")
+        if not isinstance(self.d, int) or self.d < 1:
+            raise ConfigError(f"intrinsic_dim must be an integer >= 1, got {self.d!r}")
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "groups": list(self.groups)}
+
+
+class Projection(nn.Module):
+    """``P``: ``R^d -> R^D``, rebuilt from its :class:`ProjectionSpec`; ``forward(w)`` returns ``P w``."""
+
+    def __init__(self, kind: str, big_d: int, d: int, seed: int):
+        super().__init__()
+        self.kind, self.big_d, self.d, self.seed = kind, big_d, d, seed
+        g = torch.Generator().manual_seed(seed)
+        if kind == "dense":
+            if big_d * d > DENSE_MAX_ENTRIES:
+                raise ConfigError(f"a dense projection of {big_d:,} x {d:,} entries does not fit in memory "
+                                  f"(limit {DENSE_MAX_ENTRIES:,}); use projection sparse or kron")
+            self.register_buffer("matrix", torch.randn(big_d, d, generator=g) / math.sqrt(big_d), persistent=False)
+        elif kind == "sparse":
+            s = min(SPARSE_NONZEROS, d)
+            cols = torch.randint(0, d, (big_d, s), generator=g)
+            signs = torch.randint(0, 2, (big_d, s), generator=g).float().mul_(2).sub_(1)
+            self.register_buffer("cols", cols, persistent=False)
+            self.register_buffer("values", signs * math.sqrt(d / (big_d * s)), persistent=False)
+        elif kind == "kron":
+            d1 = math.ceil(math.sqrt(d))
+            d2 = math.ceil(d / d1)
+            big_d1 = math.ceil(math.sqrt(big_d))
+            big_d2 = math.ceil(big_d / big_d1)
+            self.d1, self.d2 = d1, d2
+            self.register_buffer("left", torch.randn(big_d1, d1, generator=g) / math.sqrt(big_d1), persistent=False)
+            self.register_buffer("right", torch.randn(big_d2, d2, generator=g) / math.sqrt(big_d2), persistent=False)
+        else:
+            raise ConfigError(f"projection: unknown kind {kind!r}; allowed: {', '.join(PROJECTIONS)}")
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.kind == "dense":
+            return self.matrix.to(w.dtype) @ w
+        if self.kind == "sparse":
+            return (w[self.cols] * self.values.to(w.dtype)).sum(1)
+        padded = torch.cat([w, w.new_zeros(self.d1 * self.d2 - self.d)]).view(self.d1, self.d2)
+        return (self.left.to(w.dtype) @ padded @ self.right.to(w.dtype).T).reshape(-1)[: self.big_d]
+
+
+def covered_indices(model: nn.Module, groups: tuple[str, ...]) -> tuple[torch.Tensor | None, int]:
+    """Positions in the flat parameter vector that the subspace moves (``None``: all), and their count."""
+    total = sum(p.numel() for p in model.parameters())
+    if not groups:
+        return None, total
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [g for g in groups if not any(n.startswith(g) for n in names)]
+    if unknown:
+        raise ConfigError(f"projection groups {unknown} match no parameter of the model; parameter names: "
+                          f"{', '.join(names)}")
+    chunks, offset = [], 0
+    for name, p in model.named_parameters():
+        if any(name.startswith(g) for g in groups):
+            chunks.append(torch.arange(offset, offset + p.numel()))
+        offset += p.numel()
+    index = torch.cat(chunks)
+    return index, len(index)
+
+
+class SubspaceModel(nn.Module):
+    """``base`` with parameters ``theta0 + P w``; the only trainable parameter is ``w`` (zeros at start).
+
+    ``theta0`` is a buffer (the base model's parameters at wrap time: a random initialisation from the seed, or a
+    prior centre trained on a declared split). ``quantizer`` (optional, see
+    :class:`~genlab.bounds.compression.quantize.Quantizer`) maps ``w`` to its codebook values in the forward pass.
+    """
+
+    def __init__(self, base: nn.Module, spec: ProjectionSpec):
+        super().__init__()
+        buffers = [name for name, _ in base.named_buffers()]
+        if buffers:
+            raise ConfigError(f"subspace training needs a model without buffers (they would be part of the "
+                              f"predictor but not of the message); this one has {', '.join(buffers)}: use "
+                              f"--no-batchnorm or another model")
+        object.__setattr__(self, "base", base)   # not a submodule: its parameters are not ours to train
+        self.spec = spec
+        self.shapes = [(name, p.shape, p.numel()) for name, p in base.named_parameters()]
+        theta0 = torch.cat([p.detach().reshape(-1) for p in base.parameters()])
+        self.register_buffer("theta0", theta0.clone())
+        index, covered = covered_indices(base, spec.groups)
+        self.covered = covered
+        if index is not None:
+            self.register_buffer("index", index, persistent=False)
+        else:
+            self.index = None
+        self.projection = Projection(spec.kind, covered, spec.d, spec.seed)
+        self.w = nn.Parameter(torch.zeros(spec.d, dtype=theta0.dtype))
+        self.quantizer: nn.Module | None = None
+
+    def effective_w(self) -> torch.Tensor:
+        """The ``w`` the predictor uses: quantized (straight-through) when a quantizer is attached."""
+        return self.quantizer(self.w) if self.quantizer is not None else self.w
+
+    def theta(self, w: torch.Tensor | None = None) -> torch.Tensor:
+        """The flat parameter vector ``theta0 + P w`` (``w`` defaults to :meth:`effective_w`)."""
+        w = self.effective_w() if w is None else w
+        delta = self.projection(w)
+        if self.index is None:
+            return self.theta0 + delta
+        return self.theta0.index_add(0, self.index, delta)
+
+    def base_params(self, w: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The base model's parameters as a name -> tensor dict (views of :meth:`theta`)."""
+        flat, out, offset = self.theta(w), {}, 0
+        for name, shape, numel in self.shapes:
+            out[name] = flat[offset: offset + numel].view(shape)
+            offset += numel
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.base
+        if base.training != self.training:
+            base.train(self.training)
+        return functional_call(base, self.base_params(), (x,))
+
+    def extra_repr(self) -> str:
+        return f"kind={self.spec.kind}, d={self.spec.d}, D={self.covered:,}, seed={self.spec.seed}"
+
+
+def subspace_model(config, base: nn.Module) -> SubspaceModel:
+    """The :class:`SubspaceModel` a :class:`~genlab.config.TrainConfig` with ``intrinsic_dim`` describes.
+
+    With ``quant_levels`` a :class:`~genlab.bounds.compression.quantize.Quantizer` is attached; its codebook is a
+    placeholder until :func:`initialise_from_runs` fits it (or a checkpoint restores it).
+    """
+    from genlab.bounds.compression.quantize import Quantizer
+
+    seed = config.seed if config.projection_seed is None else config.projection_seed
+    model = SubspaceModel(base, ProjectionSpec(config.projection, config.intrinsic_dim, seed,
+                                               tuple(config.projection_groups)))
+    if config.quant_levels is not None:
+        model.quantizer = Quantizer(torch.linspace(-1, 1, config.quant_levels))
+    return model
+
+
+def _final_weights(path: str, what: str) -> dict[str, torch.Tensor]:
+    from genlab.train.checkpoint import load_state_dict
+    from genlab.train.run_dir import RunDir
+
+    rd = RunDir(path)
+    if not rd.model.is_file():
+        raise ConfigError(f"{what} {path}: no finished run there (no {rd.model.name}); train it first")
+    return load_state_dict(rd.model)
+
+
+def initialise_from_runs(config, model: nn.Module) -> None:
+    """At the start of a fresh run: ``theta0`` from ``subspace_prior``, weights from ``init_from``, codebook from w.
+
+    Raises:
+        ConfigError: a named run is missing or its weights do not fit this model.
+    """
+    from genlab.bounds.compression.quantize import init_codebook
+
+    if config.subspace_prior is not None:
+        state = _final_weights(config.subspace_prior, "subspace_prior")
+        base = model.base
+        names = [name for name, _ in base.named_parameters()]
+        if sorted(state) != sorted(names) or any(state[n].shape != p.shape for n, p in base.named_parameters()):
+            raise ConfigError(f"subspace_prior {config.subspace_prior}: its weights do not fit {config.model} "
+                              f"(it must be a plain run of the same model and shape)")
+        flat = torch.cat([state[n].reshape(-1) for n in names]).to(model.theta0)
+        model.theta0.copy_(flat)
+    if config.init_from is not None:
+        state = _final_weights(config.init_from, "init_from")
+        own = model.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if "w" in own and "w" not in usable:
+            raise ConfigError(f"init_from {config.init_from}: no subspace coordinates w of dimension "
+                              f"{own['w'].numel()} there (is it a run with the same intrinsic_dim?)")
+        if not usable:
+            raise ConfigError(f"init_from {config.init_from}: its weights do not fit this model")
+        if "theta0" in usable and config.subspace_prior is None and not torch.equal(usable["theta0"].to(own["theta0"]),
+                                                                                    own["theta0"]):
+            raise ConfigError(f"init_from {config.init_from}: it was trained from another theta0 (seed or "
+                              f"subspace_prior differ)")
+        with torch.no_grad():
+            for k, v in usable.items():
+                if k != "quantizer.codebook":
+                    own_t = dict(model.named_parameters(), **dict(model.named_buffers()))[k]
+                    own_t.copy_(v)
+    if getattr(model, "quantizer", None) is not None:
+        with torch.no_grad():
+            model.quantizer.codebook.copy_(init_codebook(model.w, model.quantizer.levels, config.quant_init))
