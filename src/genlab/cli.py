@@ -166,6 +166,77 @@ def curvature_cmd(
     print(line + f"; {r['hvp_count']} Hessian-vector products; wrote {Path(run_dir) / 'curvature.json'}")
 
 
+@app.command("bound")
+def bound_cmd(
+    out: Annotated[Path, Opt("--out", help="Directory of the stage runs, certificate.json and message.bin.")],
+    config: Annotated[Optional[Path], Opt("--config", help="TOML or JSON file of settings; flags override.")] = None,
+    dataset: Annotated[Optional[str], Opt(help="Dataset name (mnist1d).")] = None,
+    model: Annotated[Optional[str], Opt(help="Model name, without BatchNorm (cnn).")] = None,
+    width: Annotated[Optional[int], Opt(help="Model width (family default).")] = None,
+    depth: Annotated[Optional[int], Opt(help="Model depth (family default).")] = None,
+    activation: Annotated[Optional[str], Opt(help="Activation (family default).")] = None,
+    model_option: Annotated[Optional[list[str]], Opt(help="Model option KEY=VALUE (repeatable).")] = None,
+    data_dir: Annotated[Optional[str], Opt(help="Directory of dataset files (default $GENLAB_DATA).")] = None,
+    seed: Annotated[Optional[int], Opt(help="Seed of theta0, the projection and the batch order (0).")] = None,
+    intrinsic_dim: Annotated[Optional[int], Opt(help="Subspace dimension d (500).")] = None,
+    projection: Annotated[Optional[str], Opt(help="sparse | kron | dense (sparse).")] = None,
+    projection_group: Annotated[Optional[list[str]], Opt(help="Parameter-name prefix the subspace covers (repeatable).")] = None,
+    optimizer: Annotated[Optional[str], Opt(help="Optimizer of every stage (adam).")] = None,
+    lr: Annotated[Optional[float], Opt(help="Subspace training learning rate (0.05).")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Mini-batch size (100).")] = None,
+    epochs: Annotated[Optional[int], Opt(help="Subspace training epochs (30).")] = None,
+    levels: Annotated[Optional[int], Opt(help="Codebook levels L (7).")] = None,
+    quant_init: Annotated[Optional[str], Opt(help="Codebook initialisation: kmeans | quantiles.")] = None,
+    qat_epochs: Annotated[Optional[int], Opt(help="Quantization-aware training epochs (5).")] = None,
+    qat_lr: Annotated[Optional[float], Opt(help="Quantization-aware training learning rate (0.005).")] = None,
+    prior_split: Annotated[Optional[int], Opt(help="Data-dependent bound: prior centre trained on the first M points.")] = None,
+    prior_epochs: Annotated[Optional[int], Opt(help="Prior centre training epochs (5).")] = None,
+    prior_lr: Annotated[Optional[float], Opt(help="Prior centre learning rate (0.001).")] = None,
+    delta: Annotated[Optional[float], Opt(help="Failure probability of the bound (0.05).")] = None,
+    symbol_model: Annotated[Optional[str], Opt(help="Arithmetic coder's symbol model: adaptive | two-part.")] = None,
+    bound: Annotated[Optional[str], Opt("--bound", help="The bound reported: occam_kl | langford_seeger | mcallester | catoni_grid.")] = None,
+    grid: Annotated[Optional[list[str]], Opt(help="Declared grid KEY=[v1,v2,...] (repeatable; replaces the default grid's key).")] = None,
+    from_run: Annotated[Optional[Path], Opt("--from-run", help="Quantize this complete subspace run instead of training one.")] = None,
+    device: Annotated[Optional[str], Opt(help="auto | cpu | cuda.")] = None,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Certify a compression bound: subspace training, quantization, arithmetic coding, certificate.json."""
+    from genlab.bounds.compression.certificate import DEFAULT_GRID
+    from genlab.bounds.compression.pipeline import BoundConfig, compression_bound
+    from genlab.config import merge_settings, parse_key_values, read_config_file, validate_config
+
+    grid_values = parse_key_values(grid, "--grid")
+    flags = dict(dataset=dataset, model=model, width=width, depth=depth, activation=activation, data_dir=data_dir,
+                 seed=seed, intrinsic_dim=intrinsic_dim, projection=projection,
+                 projection_groups=projection_group or None, optimizer=optimizer, lr=lr, batch_size=batch_size,
+                 epochs=epochs, levels=levels, quant_init=quant_init, qat_epochs=qat_epochs, qat_lr=qat_lr,
+                 prior_split=prior_split, prior_epochs=prior_epochs, prior_lr=prior_lr, delta=delta,
+                 symbol_model=symbol_model, reported_bound=bound, device=device,
+                 model_options=parse_key_values(model_option, "--model-option") or None)
+    file_values = read_config_file(config) if config else None
+    settings = validate_config(BoundConfig, merge_settings(file_values, flags))
+    if grid_values:
+        settings.grid = {**(settings.grid or DEFAULT_GRID), **grid_values}
+    c = compression_bound(settings, out, from_run=from_run, quiet=quiet)
+    print(f"{out}: {c['reported_bound']} bound {100 * c['bound']:.2f}% on {c['n']:,} points (train error "
+          f"{100 * c['train_error']:.2f}%, test error {100 * c['test_error']:.2f}%, message {c['message_bits']:,} "
+          f"bits + {c['hyperparameter_bits']:.1f} hyper-parameter bits, {c['time_s']['total']:.0f} s); "
+          f"wrote {Path(out) / 'certificate.json'}")
+
+
+@app.command("verify")
+def verify_cmd(
+    certificate: Annotated[Path, typer.Argument(help="certificate.json (or its directory).")],
+    data_dir: Annotated[Optional[str], Opt(help="Directory of dataset files (default $GENLAB_DATA).")] = None,
+) -> None:
+    """Rebuild a certified predictor from its certificate and message alone; recheck its error and bound."""
+    from genlab.bounds.compression.certificate import verify
+
+    f = verify(certificate, data_dir=data_dir)
+    print(f"{certificate}: verified -- {f['train_errors']} errors on {f['n']:,} points "
+          f"({100 * f['train_error']:.2f}%), {f['message_bits']:,} message bits, bound {100 * f['bound']:.2f}%")
+
+
 @app.command("reproduce")
 def reproduce_cmd(
     name: Annotated[str, typer.Argument(help="Which result: sharpening | sgld-noise | noise-timescales | vl-eos.")],

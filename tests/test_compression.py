@@ -1,0 +1,238 @@
+"""Compression bounds: projections against explicit matrices, the subspace model, quantization, the coder,
+certificates and their verification (including tampered and truncated messages)."""
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from genlab.bounds.compression.certificate import (DEFAULT_GRID, PREPROCESSING_BITS, VerificationError,
+                                                   grid_bits, verify)
+from genlab.bounds.compression.coding import (MessageError, decode_message, decode_varint, encode_message,
+                                              encode_varint)
+from genlab.bounds.compression.pipeline import BoundConfig, compression_bound
+from genlab.bounds.compression.quantize import Quantizer, init_codebook, nearest, stored_codebook
+from genlab.bounds.compression.subspace import Projection, ProjectionSpec, SubspaceModel
+from genlab.bounds.kl import occam_bound
+from genlab.config import TrainConfig
+from genlab.errors import ConfigError
+from genlab.train import train
+
+
+def explicit(proj: Projection) -> torch.Tensor:
+    """P as a dense matrix, column by column from basis vectors (the reference for every kind)."""
+    eye = torch.eye(proj.d, dtype=torch.float64)
+    return torch.stack([proj(eye[j]) for j in range(proj.d)], dim=1)
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "kron"])
+def test_projection_is_linear_seeded_and_unit_columns(kind):
+    p = Projection(kind, 3000, 40, seed=7)
+    matrix = explicit(p)
+    w = torch.randn(40, dtype=torch.float64)
+    assert torch.allclose(p(w), matrix @ w, atol=1e-10)
+    again = explicit(Projection(kind, 3000, 40, seed=7))
+    assert torch.equal(matrix, again)                       # a pure function of the seed
+    assert not torch.equal(matrix, explicit(Projection(kind, 3000, 40, seed=8)))
+    norms = matrix.norm(dim=0)
+    assert abs(float(norms.pow(2).mean()) - 1) < 0.15       # unit columns in expectation
+
+
+def test_kron_projection_is_the_kronecker_product():
+    p = Projection("kron", 50, 7, seed=1)
+    full = torch.kron(p.left.double(), p.right.double())[:50]          # (D1 D2 x d1 d2), truncated to D
+    w = torch.randn(7, dtype=torch.float64)
+    padded = torch.cat([w, torch.zeros(p.d1 * p.d2 - 7, dtype=torch.float64)])
+    assert torch.allclose(p(w), full @ padded, atol=1e-12)
+
+
+def small_base():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+
+
+def test_subspace_model_matches_base_and_its_gradient_is_pt_grad():
+    base = small_base()
+    x, y = torch.randn(20, 5, dtype=torch.float64), torch.randint(0, 3, (20,))
+    model = SubspaceModel(base, ProjectionSpec("dense", 6, seed=3))
+    assert [n for n, _ in model.named_parameters()] == ["w"]
+    assert torch.allclose(model(x), base(x))                            # w = 0: theta = theta0
+    with torch.no_grad():
+        model.w.normal_()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    (g_w,) = torch.autograd.grad(loss, model.w)
+    # reference: the full-space gradient at theta, pulled back by the explicit P
+    theta = model.theta().detach().requires_grad_(True)
+    params, offset = {}, 0
+    for name, shape, numel in model.shapes:
+        params[name] = theta[offset: offset + numel].view(shape)
+        offset += numel
+    full = torch.nn.functional.cross_entropy(torch.func.functional_call(base, params, (x,)), y)
+    (g_theta,) = torch.autograd.grad(full, theta)
+    assert torch.allclose(g_w, explicit(model.projection).T @ g_theta, atol=1e-10)
+
+
+def test_projection_groups_leave_other_parameters_at_theta0():
+    base = small_base()
+    model = SubspaceModel(base, ProjectionSpec("sparse", 4, seed=0, groups=("2.",)))
+    assert model.covered == 8 * 3 + 3
+    with torch.no_grad():
+        model.w.normal_()
+    params = model.base_params()
+    assert torch.equal(params["0.weight"], base[0].weight) and torch.equal(params["0.bias"], base[0].bias)
+    assert not torch.equal(params["2.weight"], base[2].weight)
+    with pytest.raises(ConfigError, match="match no parameter"):
+        SubspaceModel(small_base(), ProjectionSpec("sparse", 4, seed=0, groups=("conv",)))
+
+
+def test_models_with_buffers_are_refused():
+    base = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    with pytest.raises(ConfigError, match="without buffers"):
+        SubspaceModel(base, ProjectionSpec("dense", 2, seed=0))
+
+
+def test_quantizer_straight_through_and_codebook_gradients():
+    q = Quantizer(torch.tensor([-1.0, 0.0, 1.0]))
+    w = torch.tensor([-0.9, -0.2, 0.4, 0.8, 3.0], requires_grad=True)
+    out = q(w)
+    assert torch.equal(out.detach(), torch.tensor([-1.0, 0.0, 0.0, 1.0, 1.0]))
+    upstream = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    (out * upstream).sum().backward()
+    assert torch.equal(w.grad, upstream)                                  # straight through
+    assert torch.equal(q.codebook.grad, torch.tensor([1.0, 5.0, 9.0]))    # summed over assigned coordinates
+
+
+def test_codebook_init_finds_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([-2.0, 0.5, 3.0])
+    w = torch.cat([c + 0.05 * torch.randn(300, generator=g) for c in centres])
+    assert torch.allclose(init_codebook(w, 3, "kmeans").float(), centres, atol=0.02)
+    quant = init_codebook(w, 3, "quantiles")
+    assert quant.shape == (3,) and bool((quant[1:] > quant[:-1]).all())
+    assert torch.equal(nearest(torch.tensor([0.2, 2.9]), centres), torch.tensor([1, 2]))
+    with pytest.raises(ConfigError):
+        init_codebook(w, 3, "median")
+
+
+def test_varint_is_prefix_free_and_satisfies_kraft():
+    for value in (0, 1, 127, 128, 300, 2 ** 40):
+        code = encode_varint(value)
+        assert decode_varint(code + b"\x07junk") == (value, len(code))
+    # Kraft sum over all lengths a varint can announce, per announced length k bytes: sum_k 2^-(8 |varint(k)|)
+    assert sum(2.0 ** (-8 * len(encode_varint(k))) for k in range(2 ** 16)) <= 1.0
+    with pytest.raises(MessageError):
+        decode_varint(b"\x80\x80")
+
+
+@pytest.mark.parametrize("model", ["adaptive", "two-part"])
+def test_message_round_trip_and_length_near_entropy(model):
+    g = torch.Generator().manual_seed(1)
+    probs = torch.tensor([0.1, 0.2, 0.4, 0.2, 0.1])
+    symbols = torch.multinomial(probs, 3000, replacement=True, generator=g)
+    book = stored_codebook(torch.tensor([-0.31, -0.1, 0.0, 0.12, 0.29]))
+    message = encode_message(symbols, book, model)
+    got, got_book = decode_message(message, 3000, 5, model)
+    assert torch.equal(got, symbols) and torch.equal(got_book, book)
+    counts = torch.bincount(symbols, minlength=5).double() / 3000
+    entropy_bits = float(-(counts * counts.log2()).sum()) * 3000
+    assert entropy_bits < 8 * len(message) < entropy_bits + 200          # codebook 80 bits, prefix, model cost
+
+
+def test_truncated_or_padded_message_is_refused():
+    symbols = torch.randint(0, 4, (500,), generator=torch.Generator().manual_seed(0))
+    message = encode_message(symbols, torch.tensor([0.0, 1.0, 2.0, 3.0]))
+    with pytest.raises(MessageError, match="truncated"):
+        decode_message(message[:-3], 500, 4)
+    with pytest.raises(MessageError, match="extra bytes"):
+        decode_message(message + b"\x00", 500, 4)
+    with pytest.raises(MessageError, match="truncated"):
+        decode_message(message[:2], 500, 4)
+
+
+# --------------------------------------------------------------------------- certificates end to end
+@pytest.fixture(scope="module")
+def tiny_bound(tmp_path_factory):
+    """A real pipeline on digits: subspace training, QAT, coding, certificate (a few seconds)."""
+    out = tmp_path_factory.mktemp("bound") / "digits"
+    settings = BoundConfig(dataset="digits", model="mlp", width=32, intrinsic_dim=50, epochs=8, levels=5,
+                           qat_epochs=2, lr=0.05, batch_size=64)
+    cert = compression_bound(settings, out, quiet=True)
+    return out, cert
+
+
+def test_certificate_keys_and_bound_by_hand(tiny_bound):
+    out, cert = tiny_bound
+    for key in ("n", "delta", "train_error", "test_error", "message_bits", "hyperparameter_bits", "bound", "bounds"):
+        assert key in cert
+    assert cert["message_bits"] == 8 * (out / "message.bin").stat().st_size
+    assert cert["hyperparameter_bits"] == pytest.approx(grid_bits(DEFAULT_GRID) + PREPROCESSING_BITS)
+    expected = occam_bound(cert["train_errors"] / cert["n"], cert["message_bits"] + cert["hyperparameter_bits"],
+                           cert["n"], 0.05)
+    assert cert["bound"] == expected == cert["bounds"]["occam_kl"]
+    assert cert["train_error"] <= cert["bound"] < 0.9                    # non-vacuous on digits
+    assert set(cert["time_s"]) >= {"subspace_training", "quantization", "coding", "evaluation", "total"}
+    assert cert["data"]["sha256"] and cert["projection"]["kind"] == "sparse" and cert["projection"]["d"] == 50
+
+
+def test_verify_passes_and_catches_tampering(tiny_bound, tmp_path):
+    out, cert = tiny_bound
+    assert verify(out)["bound"] == cert["bound"]
+    for name, change in {
+        "flipped": lambda m: m[:-5] + bytes([m[-5] ^ 0x5A]) + m[-4:],
+        "truncated": lambda m: m[:-6],
+    }.items():
+        copy = tmp_path / name
+        shutil.copytree(out, copy, ignore=shutil.ignore_patterns("subspace", "quantized"))
+        message = (copy / "message.bin").read_bytes()
+        (copy / "message.bin").write_bytes(change(message))
+        with pytest.raises((VerificationError, MessageError)):
+            verify(copy)
+    # a certificate that claims fewer errors (or a smaller bound) than its predictor makes
+    copy = tmp_path / "edited"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("subspace", "quantized"))
+    data = json.loads((copy / "certificate.json").read_text())
+    data["train_errors"] -= 1
+    (copy / "certificate.json").write_text(json.dumps(data))
+    with pytest.raises(VerificationError, match="train_errors"):
+        verify(copy)
+    data["train_errors"] += 1
+    data["grid"]["intrinsic_dim"] = [50]          # pretend fewer choices were searched
+    (copy / "certificate.json").write_text(json.dumps(data))
+    with pytest.raises(VerificationError, match="hyperparameter_bits"):
+        verify(copy)
+
+
+def test_data_dependent_bound_verifies(tmp_path):
+    settings = BoundConfig(dataset="digits", model="mlp", width=32, intrinsic_dim=50, epochs=4, levels=5,
+                           qat_epochs=1, lr=0.05, prior_split=600, prior_epochs=5, prior_lr=0.01,
+                           grid={**DEFAULT_GRID, "prior_split": [None, 600]})
+    cert = compression_bound(settings, tmp_path / "dd", quiet=True)
+    assert cert["prior"]["kind"] == "trained" and cert["prior"]["split"] == 600
+    assert cert["n"] == cert["data"]["n_train_total"] - 600
+    assert (tmp_path / "dd" / "prior.safetensors").is_file()
+    assert verify(tmp_path / "dd")["train_errors"] == cert["train_errors"]
+    (tmp_path / "dd" / "prior.safetensors").write_bytes(b"not a prior")
+    with pytest.raises(VerificationError, match="prior centre"):
+        verify(tmp_path / "dd")
+
+
+def test_subspace_run_resumes_and_refuses_bad_settings(tmp_path):
+    with pytest.raises(ConfigError):
+        from genlab.config import validate_config
+        validate_config(TrainConfig, {"quant_levels": 4})           # quantization needs a subspace
+    cfg = TrainConfig(dataset="digits", model="mlp", width=16, intrinsic_dim=30, optimizer="adam", lr=0.05,
+                      epochs=2, device="cpu")
+    run = train(cfg, tmp_path / "a", quiet=True)
+    assert run.objective.num_params() == 30
+    with pytest.raises(ConfigError, match="no finished run"):
+        train(cfg.model_copy(update={"quant_levels": 3, "init_from": str(tmp_path / "missing")}), tmp_path / "b",
+              quiet=True)
+    with pytest.raises(ConfigError, match="intrinsic_dim"):
+        train(cfg.model_copy(update={"quant_levels": 3, "init_from": str(tmp_path / "a"), "intrinsic_dim": 31}),
+              tmp_path / "c", quiet=True)
+    # quantized runs start from the subspace run's w with a codebook fitted to it
+    q = train(cfg.model_copy(update={"quant_levels": 3, "init_from": str(tmp_path / "a"), "epochs": 1}),
+              tmp_path / "d", quiet=True)
+    assert q.model.quantizer is not None and math.isfinite(q.summary["train_loss"])
