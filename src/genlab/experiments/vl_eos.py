@@ -85,7 +85,7 @@ SETTINGS = {
     "quick": VLSetting("mnist1d", None, lrs=(0.2,), sigmas=(0.005, 0.02), steps=800, track_every=25,
                        expected_minutes=4),
     "full": VLSetting("mnist1d", None, lrs=(0.1, 0.2), sigmas=(0.005, 0.02), steps=2000, track_every=25,
-                      expected_minutes=15),
+                      expected_minutes=20),
 }
 
 
