@@ -245,3 +245,22 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
 
 def test_public_api_names():
     assert genlab.load_run is load_run and genlab.TrainConfig is TrainConfig
+
+
+def test_cosine_schedule_resumes_exactly_and_refuses_lengthening(tmp_path):
+    from genlab.train.loop import scheduled_lr
+
+    cfg = TrainConfig(**{**SMALL, "lr_schedule": "cosine"}, steps=30, checkpoint_every=10, eval_every=5)
+    assert scheduled_lr(cfg, 0, 30) == cfg.lr
+    assert scheduled_lr(cfg, 15, 30) == pytest.approx(cfg.lr / 2)
+    assert scheduled_lr(cfg, 29, 30) < 0.01 * cfg.lr
+    train(cfg, tmp_path / "straight", quiet=True)
+    with pytest.raises(Crash.Boom):
+        train(cfg, tmp_path / "crashed", callbacks=[Crash(at=25)], quiet=True)
+    train(cfg, tmp_path / "crashed", quiet=True)
+    assert_same_params(tmp_path / "straight", tmp_path / "crashed")
+    train(TrainConfig(**SMALL, steps=30), tmp_path / "constant", quiet=True)
+    cosine, constant = final_params(tmp_path / "straight"), final_params(tmp_path / "constant")
+    assert any(not torch.equal(cosine[k], constant[k]) for k in cosine)   # the schedule is applied
+    with pytest.raises(CheckpointError, match="steps"):
+        train(cfg.model_copy(update={"steps": 40}), tmp_path / "straight", quiet=True)

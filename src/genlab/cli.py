@@ -43,6 +43,7 @@ def train_cmd(
     model: Annotated[Optional[str], Opt(help="Model name (see `genlab models`).")] = None,
     optimizer: Annotated[Optional[str], Opt(help="gd | sgd | adam (and registered noisy optimizers).")] = None,
     lr: Annotated[Optional[float], Opt(help="Learning rate.")] = None,
+    lr_schedule: Annotated[Optional[str], Opt(help="constant | cosine (decay to 0 over the run).")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Mini-batch size (ignored by gd).")] = None,
     epochs: Annotated[Optional[int], Opt(help="Length in epochs (default 10).")] = None,
     steps: Annotated[Optional[int], Opt(help="Length in optimizer steps (instead of --epochs).")] = None,
@@ -102,7 +103,7 @@ def train_cmd(
                                validate_config)
     from genlab.train import train
 
-    flags = dict(dataset=dataset, model=model, optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs,
+    flags = dict(dataset=dataset, model=model, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule, batch_size=batch_size, epochs=epochs,
                  steps=steps, seed=seed, n_train=n_train, label_noise=label_noise, loss=loss, width=width,
                  depth=depth, activation=activation, dropout=dropout, batchnorm=batchnorm, momentum=momentum,
                  weight_decay=weight_decay, eval_every=eval_every, checkpoint_every=checkpoint_every, dtype=dtype,
@@ -185,6 +186,7 @@ def bound_cmd(
     lr: Annotated[Optional[float], Opt(help="Subspace training learning rate (0.05).")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Mini-batch size (100).")] = None,
     epochs: Annotated[Optional[int], Opt(help="Subspace training epochs (30).")] = None,
+    lr_schedule: Annotated[Optional[str], Opt(help="constant | cosine, for every stage (cosine).")] = None,
     levels: Annotated[Optional[int], Opt(help="Codebook levels L (7).")] = None,
     quant_init: Annotated[Optional[str], Opt(help="Codebook initialisation: kmeans | quantiles.")] = None,
     qat_epochs: Annotated[Optional[int], Opt(help="Quantization-aware training epochs (5).")] = None,
@@ -209,7 +211,7 @@ def bound_cmd(
     flags = dict(dataset=dataset, model=model, width=width, depth=depth, activation=activation, data_dir=data_dir,
                  seed=seed, intrinsic_dim=intrinsic_dim, projection=projection,
                  projection_groups=projection_group or None, optimizer=optimizer, lr=lr, batch_size=batch_size,
-                 epochs=epochs, levels=levels, quant_init=quant_init, qat_epochs=qat_epochs, qat_lr=qat_lr,
+                 epochs=epochs, lr_schedule=lr_schedule, levels=levels, quant_init=quant_init, qat_epochs=qat_epochs, qat_lr=qat_lr,
                  prior_split=prior_split, prior_epochs=prior_epochs, prior_lr=prior_lr, delta=delta,
                  symbol_model=symbol_model, reported_bound=bound, device=device,
                  model_options=parse_key_values(model_option, "--model-option") or None)

@@ -47,6 +47,8 @@ class TrainConfig(BaseModel):
     # optimisation
     optimizer: str = "sgd"
     lr: float = Field(0.1, gt=0.0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="constant, or cosine decay from lr to 0 over the run's steps")
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(64, ge=1)

@@ -52,6 +52,13 @@ def total_steps(config: TrainConfig, n: int) -> int:
     return (config.epochs if config.epochs is not None else 10) * steps_per_epoch(config, n)
 
 
+def scheduled_lr(config: TrainConfig, step: int, total: int) -> float:
+    """The learning rate of step ``step`` (0-based) of ``total``: ``lr`` or its cosine decay to 0."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+    return config.lr
+
+
 def batch_indices(config: TrainConfig, n: int, step: int) -> torch.Tensor | None:
     """Indices of the examples used by step ``step`` (0-based); ``None`` for full-batch steps."""
     if OPTIMIZERS[config.optimizer].full_batch:
@@ -71,10 +78,12 @@ def _check_resumable(rd: RunDir, config: TrainConfig) -> None:
     old = read_run_config(rd.path)
     new_fields, old_fields = config.trajectory_fields(), old.trajectory_fields()
     diff = [k for k in new_fields if new_fields[k] != old_fields.get(k)]
+    if config.lr_schedule != "constant":  # the schedule depends on the length: lengthening changes the trajectory
+        diff += [k for k in ("epochs", "steps") if getattr(config, k) != getattr(old, k)]
     if diff:
         k = diff[0]
         raise CheckpointError(
-            f"{rd.path} holds a run with other settings ({k}: {old_fields.get(k)!r} there, {new_fields[k]!r} now);"
+            f"{rd.path} holds a run with other settings ({k}: {getattr(old, k)!r} there, {getattr(config, k)!r} now);"
             f" use a new --out, or --overwrite to discard it")
 
 
@@ -204,6 +213,9 @@ class _Session:
         """Gradient, checks, optimizer step, callbacks, metrics, checkpoint: one step of the run."""
         state, config = self.state, self.config
         indices = batch_indices(config, state.objective.n, state.step)
+        if config.lr_schedule != "constant":  # a pure function of the step: resumed runs follow it exactly
+            for group in self.optimizer.param_groups:
+                group["lr"] = scheduled_lr(config, state.step, state.total_steps)
         self.optimizer.zero_grad(set_to_none=True)
         if getattr(self.optimizer, "needs_closure", False):  # multi-sample / line-search optimizers
 

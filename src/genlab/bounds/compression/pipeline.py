@@ -40,6 +40,7 @@ class BoundConfig(BaseModel):
     lr: float = Field(0.05, gt=0)
     batch_size: int = Field(100, ge=1)
     epochs: int = Field(30, ge=1)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     # quantization-aware training
     levels: int = Field(7, ge=2, le=256)
     quant_init: Literal["quantiles", "kmeans"] = "kmeans"
@@ -59,7 +60,8 @@ class BoundConfig(BaseModel):
     def stage_config(self, **changes: Any) -> TrainConfig:
         base = dict(dataset=self.dataset, model=self.model, width=self.width, depth=self.depth,
                     activation=self.activation, model_options=self.model_options, data_dir=self.data_dir,
-                    seed=self.seed, batch_size=self.batch_size, device=self.device, batchnorm=False)
+                    seed=self.seed, batch_size=self.batch_size, device=self.device, batchnorm=False,
+                    lr_schedule=self.lr_schedule)
         return validate_config(TrainConfig, {**base, **changes})
 
 
