@@ -241,7 +241,7 @@ def verify_cmd(
 
 @app.command("reproduce")
 def reproduce_cmd(
-    name: Annotated[str, typer.Argument(help="Which result: sharpening | sgld-noise | noise-timescales | vl-eos.")],
+    name: Annotated[str, typer.Argument(help="Which result: sharpening | sgld-noise | noise-timescales | vl-eos | compression.")],
     quick: Annotated[bool, Opt("--quick", help="Small setting (minutes on 2 CPU cores).")] = False,
     out: Annotated[Optional[Path], Opt("--out", help="Output directory (default reproductions/NAME[-quick]).")] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress lines.")] = False,

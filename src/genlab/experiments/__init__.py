@@ -13,6 +13,7 @@ REPRODUCTIONS = {
     "sgld-noise": "genlab.experiments.sgld_noise",
     "noise-timescales": "genlab.experiments.noise_timescales",
     "vl-eos": "genlab.experiments.vl_eos",
+    "compression": "genlab.experiments.compression",
 }
 
 
