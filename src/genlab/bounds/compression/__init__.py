@@ -1,0 +1,16 @@
+"""Certified compression bounds (Lotfi et al. 2022): subspace training, quantization, coding, certificates.
+
+The pipeline (:func:`compression_bound`, ``genlab bound``) trains in a random subspace, fine-tunes to a learned
+codebook, codes the result into a prefix-free message and writes a certificate that :func:`verify`
+(``genlab verify``) re-checks from the certificate and message alone.
+"""
+
+from genlab.bounds.compression.certificate import VerificationError, certify, read_certificate, verify
+from genlab.bounds.compression.coding import MessageError, decode_message, encode_message
+from genlab.bounds.compression.pipeline import BoundConfig, compression_bound
+from genlab.bounds.compression.quantize import Quantizer, init_codebook
+from genlab.bounds.compression.subspace import Projection, ProjectionSpec, SubspaceModel
+
+__all__ = ["BoundConfig", "compression_bound", "certify", "verify", "read_certificate", "VerificationError",
+           "MessageError", "encode_message", "decode_message", "Quantizer", "init_codebook", "Projection",
+           "ProjectionSpec", "SubspaceModel"]
