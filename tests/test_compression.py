@@ -253,3 +253,34 @@ def test_reproduction_writes_table_figure_and_verdict(tmp_path):
     # no MNIST rows: the published-figure comparison cannot be made, so at best inconclusive
     assert result.verdict == ("inconclusive" if result.metrics["all_non_vacuous"] else "did not hold")
     assert (tmp_path / "r" / "figures" / "bound-vs-d.png").stat().st_size > 10000
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--projection", "hadamard"], "projection"),
+    (["--levels", "1"], "levels"),
+    (["--intrinsic-dim", "37"], "grid intrinsic_dim: the value used (37)"),
+    (["--bound", "tightest"], "reported bound 'tightest' unknown"),
+    (["--grid", "intrinsic_dim"], "--grid: expected KEY=VALUE"),
+])
+def test_bound_cli_bad_input_is_one_line(tmp_path, capsys, args, needle):
+    from genlab.cli import main
+
+    code = main(["bound", "--dataset", "digits", "--model", "mlp", "--out", str(tmp_path / "b"), *args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("genlab: error: ") and needle in lines[0], err
+
+
+def test_verify_cli_exit_codes(tiny_bound, tmp_path, capsys):
+    from genlab.cli import main
+
+    out, cert = tiny_bound
+    assert main(["verify", str(out)]) == 0
+    assert "verified" in capsys.readouterr().out
+    copy = tmp_path / "c"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("subspace", "quantized"))
+    (copy / "message.bin").write_bytes((copy / "message.bin").read_bytes()[:-4])
+    code = main(["verify", str(copy)])
+    err = capsys.readouterr().err
+    assert code != 0 and err.startswith("genlab: error: ") and "truncated" in err
+    assert main(["verify", str(tmp_path / "nothing")]) == 1

@@ -93,6 +93,7 @@ def train_cmd(
     quant_levels: Annotated[Optional[int], Opt(help="Quantization-aware training of w with a learned codebook of L levels.")] = None,
     quant_init: Annotated[Optional[str], Opt(help="Codebook initialisation: kmeans | quantiles (kmeans).")] = None,
     init_from: Annotated[Optional[str], Opt(help="Run directory whose final weights start this run.")] = None,
+    subspace_noise: Annotated[Optional[float], Opt(help="Std of Gaussian noise on w in training forward passes.")] = None,
     noise: Annotated[Optional[str], Opt(help="Noise injection: none | label | dropconnect | anti-pgd.")] = None,
     noise_sigma: Annotated[Optional[float], Opt(help="Its strength: label std / flip prob., drop rate, perturbation std.")] = None,
     overwrite: Annotated[bool, Opt(help="Discard a different run already in --out.")] = False,
@@ -116,6 +117,7 @@ def train_cmd(
                  vgd_sigma=vgd_sigma, intrinsic_dim=intrinsic_dim, projection=projection,
                  projection_seed=projection_seed, projection_groups=projection_group or None,
                  subspace_prior=subspace_prior, quant_levels=quant_levels, quant_init=quant_init, init_from=init_from,
+                 subspace_noise=subspace_noise,
                  dataset_options=parse_key_values(dataset_option, "--dataset-option") or None,
                  model_options=parse_key_values(model_option, "--model-option") or None)
     file_values = read_config_file(config) if config else None
@@ -187,6 +189,7 @@ def bound_cmd(
     batch_size: Annotated[Optional[int], Opt(help="Mini-batch size (100).")] = None,
     epochs: Annotated[Optional[int], Opt(help="Subspace training epochs (30).")] = None,
     lr_schedule: Annotated[Optional[str], Opt(help="constant | cosine, for every stage (cosine).")] = None,
+    noise: Annotated[Optional[float], Opt(help="Std of Gaussian noise on w during subspace training (0).")] = None,
     levels: Annotated[Optional[int], Opt(help="Codebook levels L (7).")] = None,
     quant_init: Annotated[Optional[str], Opt(help="Codebook initialisation: kmeans | quantiles.")] = None,
     qat_epochs: Annotated[Optional[int], Opt(help="Quantization-aware training epochs (5).")] = None,
@@ -211,7 +214,7 @@ def bound_cmd(
     flags = dict(dataset=dataset, model=model, width=width, depth=depth, activation=activation, data_dir=data_dir,
                  seed=seed, intrinsic_dim=intrinsic_dim, projection=projection,
                  projection_groups=projection_group or None, optimizer=optimizer, lr=lr, batch_size=batch_size,
-                 epochs=epochs, lr_schedule=lr_schedule, levels=levels, quant_init=quant_init, qat_epochs=qat_epochs, qat_lr=qat_lr,
+                 epochs=epochs, lr_schedule=lr_schedule, noise=noise, levels=levels, quant_init=quant_init, qat_epochs=qat_epochs, qat_lr=qat_lr,
                  prior_split=prior_split, prior_epochs=prior_epochs, prior_lr=prior_lr, delta=delta,
                  symbol_model=symbol_model, reported_bound=bound, device=device,
                  model_options=parse_key_values(model_option, "--model-option") or None)

@@ -87,6 +87,8 @@ class TrainConfig(BaseModel):
     subspace_prior: str | None = Field(None, description="run directory whose final weights are theta0 (a prior "
                                                          "centre for data-dependent bounds); default: the random "
                                                          "initialisation from seed")
+    subspace_noise: float = Field(0.0, ge=0.0, description="std of Gaussian noise added to w in training forward "
+                                                          "passes (flat minima that survive quantization)")
     quant_levels: int | None = Field(None, ge=1, le=256, description="quantization-aware training of w with a "
                                                                      "learned codebook of this many levels")
     quant_init: Literal["quantiles", "kmeans"] = Field("kmeans", description="codebook initialisation from w")
@@ -139,9 +141,9 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _subspace_settings(self) -> TrainConfig:
         if self.intrinsic_dim is None and (self.quant_levels is not None or self.subspace_prior is not None
-                                           or self.projection_groups):
-            raise ValueError("quant_levels, subspace_prior and projection_groups need intrinsic_dim (subspace "
-                             "training)")
+                                           or self.projection_groups or self.subspace_noise > 0):
+            raise ValueError("quant_levels, subspace_prior, subspace_noise and projection_groups need intrinsic_dim "
+                             "(subspace training)")
         return self
 
     @model_validator(mode="after")

@@ -291,7 +291,7 @@ def _run_choices(config) -> dict[str, Any]:
     if config.init_from is not None:
         first = read_run_config(config.init_from)
         choices["epochs"], choices["lr"] = first.epochs, first.lr
-        choices["optimizer"] = first.optimizer
+        choices["optimizer"], choices["subspace_noise"] = first.optimizer, first.subspace_noise
     return choices
 
 

@@ -41,6 +41,7 @@ class BoundConfig(BaseModel):
     batch_size: int = Field(100, ge=1)
     epochs: int = Field(30, ge=1)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
+    noise: float = Field(0.0, ge=0, description="std of Gaussian noise on w during subspace training")
     # quantization-aware training
     levels: int = Field(7, ge=2, le=256)
     quant_init: Literal["quantiles", "kmeans"] = "kmeans"
@@ -84,7 +85,7 @@ def compression_bound(settings: BoundConfig, out: str | Path, *, from_run: str |
                "prior_lr": settings.prior_lr, "quant_init": settings.quant_init}
     planned = {**settings.stage_config().model_dump(), **choices, "intrinsic_dim": settings.intrinsic_dim, "quant_levels": settings.levels,
                "projection": settings.projection, "symbol_model": settings.symbol_model, "epochs": settings.epochs,
-               "lr": settings.lr, "qat_epochs": settings.qat_epochs, "qat_lr": settings.qat_lr,
+               "lr": settings.lr, "subspace_noise": settings.noise, "qat_epochs": settings.qat_epochs, "qat_lr": settings.qat_lr,
                "optimizer": settings.optimizer}
     check_choices_in_grid(planned, grid)   # before any training: a choice outside the grid
     out = Path(out)
@@ -102,7 +103,8 @@ def compression_bound(settings: BoundConfig, out: str | Path, *, from_run: str |
     t = time.perf_counter()
     if from_run is None:
         sub_dir = out / "subspace"
-        train(settings.stage_config(**subspace, optimizer=settings.optimizer, lr=settings.lr, epochs=settings.epochs),
+        train(settings.stage_config(**subspace, optimizer=settings.optimizer, lr=settings.lr, epochs=settings.epochs,
+                                    subspace_noise=settings.noise),
               sub_dir, quiet=quiet)
     else:
         sub_dir = Path(from_run)

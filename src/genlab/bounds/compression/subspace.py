@@ -176,10 +176,16 @@ class SubspaceModel(nn.Module):
         self.projection = Projection(spec.kind, covered, spec.d, spec.seed)
         self.w = nn.Parameter(torch.zeros(spec.d, dtype=theta0.dtype))
         self.quantizer: nn.Module | None = None
+        self.noise = 0.0
 
     def effective_w(self) -> torch.Tensor:
-        """The ``w`` the predictor uses: quantized (straight-through) when a quantizer is attached."""
-        return self.quantizer(self.w) if self.quantizer is not None else self.w
+        """The ``w`` the forward pass uses: quantized (straight-through) when a quantizer is attached; in
+        training mode without one, ``w`` plus Gaussian noise of std ``noise`` (robustness to later quantization)."""
+        if self.quantizer is not None:
+            return self.quantizer(self.w)
+        if self.training and self.noise > 0:
+            return self.w + self.noise * torch.randn_like(self.w)
+        return self.w
 
     def theta(self, w: torch.Tensor | None = None) -> torch.Tensor:
         """The flat parameter vector ``theta0 + P w`` (``w`` defaults to :meth:`effective_w`)."""
@@ -220,6 +226,7 @@ def subspace_model(config, base: nn.Module) -> SubspaceModel:
                                                tuple(config.projection_groups)))
     if config.quant_levels is not None:
         model.quantizer = Quantizer(torch.linspace(-1, 1, config.quant_levels))
+    model.noise = config.subspace_noise
     return model
 
 
