@@ -68,14 +68,7 @@ def kl_inverse_upper(q: float, c: float, tol: float = TOLERANCE) -> float:
         raise BoundError(f"the kl budget must be >= 0, got {c}")
     if q >= 1.0 or kl_bernoulli(q, 1.0) <= c:
         return 1.0
-    lo, hi = q, 1.0
-    while hi - lo > tol:
-        mid = 0.5 * (lo + hi)
-        if kl_bernoulli(q, mid) > c:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return _bisect(q, c, inside=q, outside=1.0, tol=tol)
 
 
 def kl_inverse_lower(q: float, c: float, tol: float = TOLERANCE) -> float:
@@ -85,14 +78,19 @@ def kl_inverse_lower(q: float, c: float, tol: float = TOLERANCE) -> float:
         raise BoundError(f"the kl budget must be >= 0, got {c}")
     if q <= 0.0 or kl_bernoulli(q, 0.0) <= c:
         return 0.0
-    lo, hi = 0.0, q
-    while hi - lo > tol:
-        mid = 0.5 * (lo + hi)
+    return _bisect(q, c, inside=q, outside=0.0, tol=tol)
+
+
+def _bisect(q: float, c: float, inside: float, outside: float, tol: float) -> float:
+    """The point between ``inside`` (``kl <= c``) and ``outside`` (``kl > c``) where ``kl(q || p) = c``, returned
+    on the outside of the final bracket (never optimistic)."""
+    while abs(outside - inside) > tol:
+        mid = 0.5 * (inside + outside)
         if kl_bernoulli(q, mid) > c:
-            lo = mid
+            outside = mid
         else:
-            hi = mid
-    return lo
+            inside = mid
+    return outside
 
 
 def occam_bound(error: float, bits: float, n: int, delta: float) -> float:
