@@ -20,7 +20,7 @@ from genlab.errors import ConfigError
 
 
 class BoundConfig(BaseModel):
-    """Settings of :func:`compression_bound` (``genlab bound``); defaults finish MNIST-1D in about a minute."""
+    """Settings of :func:`compression_bound` (``genlab bound``); defaults finish MNIST-1D in seconds."""
 
     model_config = ConfigDict(extra="forbid")
 
