@@ -242,7 +242,7 @@ def test_reproduction_writes_table_figure_and_verdict(tmp_path):
     from genlab.experiments import read_results
     from genlab.experiments.compression import CompressionSetting, _row, reproduce
 
-    tiny = dict(dataset="digits", model="mlp", width=32, epochs=4, lr=0.05, levels=5, qat_epochs=1, qat_lr=0.003)
+    tiny = dict(dataset="digits", model="mlp", epochs=4, lr=0.05, levels=5, qat_epochs=1, qat_lr=0.003)
     setting = CompressionSetting(rows=[_row("digits", intrinsic_dim=50, **tiny)], sweep_dataset="digits",
                                  sweep=[_row("digits-d25", intrinsic_dim=25, **tiny)])
     result = reproduce(tmp_path / "r", quiet=True, setting=setting)

@@ -33,6 +33,8 @@ CLASSES = {"mnist1d": 10, "digits": 10, "mnist": 10, "fashion-mnist": 10}
 # What the settings below were chosen among (by hand, on these datasets): charged in every certificate.
 SEARCHED = {
     "model": ["cnn", "lenet5", "mlp"],
+    "width": [None, 64],
+    "lr_schedule": ["constant", "cosine"],
     "epochs": [3, 4, 5, 10, 15, 20, 30, 100, 200],
     "lr": [0.01, 0.03, 0.05, 0.1],
     "subspace_noise": [0.0, 0.2, 0.4],
