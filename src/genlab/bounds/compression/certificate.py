@@ -169,7 +169,8 @@ def evaluate_certificate(cert: dict[str, Any], message: bytes, data, prior_state
 # --------------------------------------------------------------------------- certify
 def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: dict[str, list] | None = None,
             choices: dict[str, Any] | None = None, symbol_model: str = "adaptive", reported_bound: str = "occam_kl",
-            data_dir: str | None = None) -> dict[str, Any]:
+            data_dir: str | None = None, stage_times: dict[str, float] | None = None,
+            settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Certify the predictor of a finished quantization-aware run; writes ``certificate.json`` and ``message.bin``.
 
     Args:
@@ -180,6 +181,9 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
         choices: values of every choice the grid may name (the run's own settings are added).
         symbol_model: ``adaptive`` or ``two-part`` (see :mod:`~genlab.bounds.compression.coding`).
         reported_bound: which bound is *the* bound, declared before computing: one of :data:`BOUND_NAMES`.
+        stage_times: seconds of the training stages before this call (``genlab bound``); with them ``time_s``
+            holds every stage, coding, evaluation and their total.
+        settings: the pipeline settings, recorded as ``settings``.
 
     A run with ``subspace_prior`` gives a data-dependent bound: the prior run must have been trained on the first
     ``m`` training points only (``n_train = m``), and the bound is on the other ``n - m``.
@@ -216,8 +220,7 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
                 or prior_config.label_noise != config.label_noise or prior_config.seed != config.seed:
             raise ConfigError(f"subspace_prior {config.subspace_prior}: a data-dependent bound needs a prior trained "
                               f"on the first m < n points of the same dataset (n_train = m), same seed and labels")
-        prior_state = {k: v.detach().clone() for k, v in zip([n for n, _, _ in model.shapes],
-                                                            _split_flat(model.theta0, model.shapes))}
+        prior_state = {k: v.detach().clone() for k, v in model.unflatten(model.theta0).items()}
         from genlab.train.checkpoint import save_state_dict
 
         save_state_dict(out / "prior.safetensors", prior_state, metadata={"format": "genlab-prior-1"})
@@ -268,18 +271,17 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
     }
     t_eval = time.perf_counter()
     cert.update(evaluate_certificate(cert, message, run.data, prior_state))
-    cert["time_s"] = {"coding": t_code, "evaluation": time.perf_counter() - t_eval,
-                      "certify": time.perf_counter() - t0}
-    _write_json(out / "certificate.json", cert)
+    times = {"coding": t_code, "evaluation": time.perf_counter() - t_eval}
+    if stage_times is None:
+        cert["time_s"] = {**times, "certify": time.perf_counter() - t0}
+    else:
+        cert["time_s"] = {**stage_times, **times, "total": sum(stage_times.values()) + sum(times.values())}
+    if settings is not None:
+        cert["settings"] = settings
+    from genlab.jsonio import write_json_atomic
+
+    write_json_atomic(out / "certificate.json", cert)
     return cert
-
-
-def _split_flat(flat: torch.Tensor, shapes) -> list[torch.Tensor]:
-    out, offset = [], 0
-    for _, shape, numel in shapes:
-        out.append(flat[offset: offset + numel].view(shape))
-        offset += numel
-    return out
 
 
 def _run_choices(config) -> dict[str, Any]:
@@ -293,12 +295,6 @@ def _run_choices(config) -> dict[str, Any]:
         choices["epochs"], choices["lr"] = first.epochs, first.lr
         choices["optimizer"], choices["subspace_noise"] = first.optimizer, first.subspace_noise
     return choices
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from genlab.jsonio import write_json_atomic
-
-    write_json_atomic(path, data)
 
 
 # --------------------------------------------------------------------------- verify

@@ -115,13 +115,6 @@ def compression_bound(settings: BoundConfig, out: str | Path, *, from_run: str |
                                 epochs=settings.qat_epochs, quant_levels=settings.levels,
                                 quant_init=settings.quant_init, init_from=str(sub_dir)), q_dir, quiet=quiet)
     times["quantization"] = time.perf_counter() - t
-    cert = certify(q_dir, out, delta=settings.delta, grid=grid, choices=choices, symbol_model=settings.symbol_model,
-                   reported_bound=settings.reported_bound, data_dir=settings.data_dir)
-    times["coding"] = cert["time_s"]["coding"]
-    times["evaluation"] = cert["time_s"]["evaluation"]
-    cert["time_s"] = {**times, "total": sum(times.values())}
-    cert["settings"] = settings.model_dump()
-    from genlab.jsonio import write_json_atomic
-
-    write_json_atomic(out / "certificate.json", cert)
-    return cert
+    return certify(q_dir, out, delta=settings.delta, grid=grid, choices=choices, symbol_model=settings.symbol_model,
+                   reported_bound=settings.reported_bound, data_dir=settings.data_dir, stage_times=times,
+                   settings=settings.model_dump())

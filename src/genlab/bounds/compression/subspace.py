@@ -197,7 +197,11 @@ class SubspaceModel(nn.Module):
 
     def base_params(self, w: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The base model's parameters as a name -> tensor dict (views of :meth:`theta`)."""
-        flat, out, offset = self.theta(w), {}, 0
+        return self.unflatten(self.theta(w))
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A flat vector of the base model's size as a name -> tensor dict of views (e.g. of ``theta0``)."""
+        out, offset = {}, 0
         for name, shape, numel in self.shapes:
             out[name] = flat[offset: offset + numel].view(shape)
             offset += numel
@@ -270,11 +274,11 @@ def initialise_from_runs(config, model: nn.Module) -> None:
                                                                                     own["theta0"]):
             raise ConfigError(f"init_from {config.init_from}: it was trained from another theta0 (seed or "
                               f"subspace_prior differ)")
+        tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         with torch.no_grad():
             for k, v in usable.items():
-                if k != "quantizer.codebook":
-                    own_t = dict(model.named_parameters(), **dict(model.named_buffers()))[k]
-                    own_t.copy_(v)
+                if k != "quantizer.codebook":   # refitted to w below
+                    tensors[k].copy_(v)
     if getattr(model, "quantizer", None) is not None:
         with torch.no_grad():
             model.quantizer.codebook.copy_(init_codebook(model.w, model.quantizer.levels, config.quant_init))
