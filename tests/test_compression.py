@@ -3,7 +3,9 @@ certificates and their verification (including tampered and truncated messages).
 
 import json
 import math
+import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -13,7 +15,8 @@ from genlab.bounds.compression.certificate import (DEFAULT_GRID, PREPROCESSING_B
 from genlab.bounds.compression.coding import (MessageError, decode_message, decode_varint, encode_message,
                                               encode_varint)
 from genlab.bounds.compression.pipeline import BoundConfig, compression_bound
-from genlab.bounds.compression.quantize import Quantizer, init_codebook, nearest, stored_codebook
+from genlab.bounds.compression.quantize import (Quantizer, init_codebook, nearest, progressive_fraction,
+                                                stored_codebook)
 from genlab.bounds.compression.subspace import Projection, ProjectionSpec, SubspaceModel
 from genlab.bounds.kl import occam_bound
 from genlab.config import TrainConfig
@@ -87,6 +90,21 @@ def test_projection_groups_leave_other_parameters_at_theta0():
         SubspaceModel(small_base(), ProjectionSpec("sparse", 4, seed=0, groups=("conv",)))
 
 
+def test_fan_in_scale_moves_each_layer_by_one_over_sqrt_fan_in():
+    base = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    plain = SubspaceModel(base, ProjectionSpec("dense", 5, seed=1))
+    scaled = SubspaceModel(base, ProjectionSpec("dense", 5, seed=1, scale="fan-in"))
+    w = torch.randn(5)
+    step_plain, step_scaled = plain.theta(w) - plain.theta0, scaled.theta(w) - scaled.theta0
+    # conv weight and bias: fan-in 1*3*3 = 9; linear weight and bias: fan-in 8
+    expect = torch.cat([torch.full((18 + 2,), 9 ** -0.5), torch.full((24 + 3,), 8 ** -0.5)])
+    expect = expect / expect.square().mean().sqrt()
+    assert torch.allclose(step_scaled, step_plain * expect, atol=1e-6)
+    assert torch.isclose(scaled.row_scale.square().mean(), torch.tensor(1.0))
+    with pytest.raises(ConfigError, match="allowed: none, fan-in"):
+        ProjectionSpec("dense", 5, seed=1, scale="layer")
+
+
 def test_models_with_buffers_are_refused():
     base = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     with pytest.raises(ConfigError, match="without buffers"):
@@ -102,6 +120,27 @@ def test_quantizer_straight_through_and_codebook_gradients():
     (out * upstream).sum().backward()
     assert torch.equal(w.grad, upstream)                                  # straight through
     assert torch.equal(q.codebook.grad, torch.tensor([1.0, 5.0, 9.0]))    # summed over assigned coordinates
+
+
+def test_progressive_quantization_grows_the_mask_nearest_first():
+    q = Quantizer(torch.tensor([-1.0, 0.0, 1.0]), d=4)
+    q.mask.zero_()
+    w = torch.tensor([0.45, -0.9, 0.1, 0.7], requires_grad=True)
+    assert torch.equal(q(w), w)                                   # nothing quantized yet: floats pass through
+    q.quantize_more(w, 0.5)                                       # rounding errors .45 .1 .1 .3: the two .1s
+    assert q.mask.tolist() == [False, True, True, False]
+    out = q(w)
+    assert out.tolist() == pytest.approx([0.45, -1.0, 0.0, 0.7])
+    out.sum().backward()
+    assert w.grad.tolist() == [1.0] * 4                           # straight through for every coordinate
+    assert q.codebook.grad.tolist() == [1.0, 1.0, 0.0]            # only quantized coordinates pull the codebook
+    q.quantize_more(w, 0.25)                                      # never shrinks
+    assert int(q.mask.sum()) == 2 and not q.complete
+    q.quantize_more(w, 1.0)
+    assert q.complete and q(w).tolist() == pytest.approx([0.0, -1.0, 0.0, 1.0])
+    assert [progressive_fraction(s, 100, 4) for s in (0, 24, 25, 50, 74, 75, 99, 100)] == \
+        [0.5, 0.5, 0.75, 0.875, 0.875, 1.0, 1.0, 1.0]
+    assert progressive_fraction(0, 10, 1) == 1.0
 
 
 def test_codebook_init_finds_clusters():
@@ -236,6 +275,42 @@ def test_subspace_run_resumes_and_refuses_bad_settings(tmp_path):
     q = train(cfg.model_copy(update={"quant_levels": 3, "init_from": str(tmp_path / "a"), "epochs": 1}),
               tmp_path / "d", quiet=True)
     assert q.model.quantizer is not None and math.isfinite(q.summary["train_loss"])
+
+
+def test_progressive_quantization_run_resumes_and_certifies(tmp_path):
+    from genlab.bounds.compression.certificate import certify
+
+    cfg = TrainConfig(dataset="digits", model="mlp", width=16, intrinsic_dim=50, optimizer="adam", lr=0.05,
+                      epochs=2, device="cpu", projection_scale="fan-in")
+    train(cfg, tmp_path / "sub", quiet=True)
+    qcfg = cfg.model_copy(update={"quant_levels": 4, "quant_stages": 3, "init_from": str(tmp_path / "sub"),
+                                  "epochs": 3, "lr": 0.005})
+    whole = train(qcfg, tmp_path / "whole", quiet=True)
+    assert whole.model.quantizer.complete
+    fractions = [r["quantized_fraction"] for r in map(json.loads, (tmp_path / "whole" / "metrics.jsonl")
+                                                     .read_text().splitlines()) if "quantized_fraction" in r]
+    assert fractions == pytest.approx([25 / 50, 38 / 50, 1.0])          # ceil(3/4 of 50) = 38
+    # interrupted in the second stage (a SIGINT, as Ctrl-C), then resumed: the same mask and the same final w
+    from genlab.train.callbacks import Callback
+    from genlab.train.loop import TrainingInterrupted
+
+    class CtrlC(Callback):
+        def on_step_end(self, state):
+            if state.step == state.total_steps // 2:
+                self.mask = state.model.quantizer.mask.clone()
+                os.kill(os.getpid(), signal.SIGINT)
+
+    stop = CtrlC()
+    with pytest.raises(TrainingInterrupted):
+        train(qcfg, tmp_path / "part", quiet=True, callbacks=[stop])
+    assert 0 < int(stop.mask.sum()) < 50
+    resumed = train(qcfg, tmp_path / "part", quiet=True)
+    assert torch.equal(resumed.model.w, whole.model.w) and torch.equal(resumed.model.quantizer.mask,
+                                                                         whole.model.quantizer.mask)
+    cert = certify(tmp_path / "part", tmp_path / "cert", grid={**DEFAULT_GRID, "quant_stages": [1, 3],
+                                                               "projection_scale": ["none", "fan-in"]})
+    assert cert["projection"]["scale"] == "fan-in"
+    assert verify(tmp_path / "cert")["train_errors"] == cert["train_errors"]
 
 
 def test_reproduction_writes_table_figure_and_verdict(tmp_path):

@@ -81,6 +81,8 @@ class TrainConfig(BaseModel):
     # subspace training and quantization (genlab.bounds.compression)
     intrinsic_dim: int | None = Field(None, ge=1, description="train theta0 + P w with w in R^d (d = intrinsic_dim)")
     projection: Literal["dense", "sparse", "kron"] = Field("sparse", description="the random projection P")
+    projection_scale: Literal["none", "fan-in"] = Field(
+        "none", description="row scale of P: none, or 1/sqrt(fan-in) of each layer (equal relative moves)")
     projection_seed: int | None = Field(None, ge=0, description="seed of P (default: seed)")
     projection_groups: list[str] = Field(default_factory=list,
                                          description="parameter-name prefixes the subspace covers (default: all)")
@@ -92,6 +94,8 @@ class TrainConfig(BaseModel):
     quant_levels: int | None = Field(None, ge=1, le=256, description="quantization-aware training of w with a "
                                                                      "learned codebook of this many levels")
     quant_init: Literal["quantiles", "kmeans"] = Field("kmeans", description="codebook initialisation from w")
+    quant_stages: int = Field(1, ge=1, le=16, description="progressive quantization: K equal stages quantizing "
+                              "1/2, 3/4, ..., then all of w (1: all at once)")
     init_from: str | None = Field(None, description="run directory whose final weights start this run (same "
                                                     "model; with quant_levels, the codebook is fitted to its w)")
     # noise injected into the step (genlab.train.noise_injection)
@@ -139,10 +143,18 @@ class TrainConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _quantization_settings(self) -> TrainConfig:
+        if self.quant_stages > 1 and self.quant_levels is None:
+            raise ValueError("quant_stages needs quant_levels (quantization-aware training)")
+        return self
+
+    @model_validator(mode="after")
     def _subspace_settings(self) -> TrainConfig:
         if self.intrinsic_dim is None and (self.quant_levels is not None or self.subspace_prior is not None
-                                           or self.projection_groups or self.subspace_noise > 0):
-            raise ValueError("quant_levels, subspace_prior, subspace_noise and projection_groups need intrinsic_dim "
+                                           or self.projection_groups or self.subspace_noise > 0
+                                           or self.projection_scale != "none"):
+            raise ValueError("quant_levels, subspace_prior, subspace_noise, projection_groups and projection_scale "
+                             "need intrinsic_dim "
                              "(subspace training)")
         return self
 

@@ -297,13 +297,19 @@ class _Session:
 
 
 def _builtin_trackers(config: TrainConfig) -> list[Callback]:
-    """The callbacks the config asks for (``track_sharpness``), after evaluation and before the caller's."""
-    if config.track_sharpness is None:
-        return []
-    from genlab.curvature.tracking import SharpnessTracker  # curvature builds on train: import late
+    """The callbacks the config asks for (``track_sharpness``, ``quant_stages``), after evaluation and before the
+    caller's."""
+    out: list[Callback] = []
+    if config.quant_stages > 1:
+        from genlab.bounds.compression.quantize import ProgressiveQuantization  # builds on train: import late
 
-    return [SharpnessTracker(config.track_sharpness, top_k=config.track_top_k, trace_matvecs=config.track_trace,
-                             jacobian=config.track_jacobian)]
+        out.append(ProgressiveQuantization(config.quant_stages))
+    if config.track_sharpness is not None:
+        from genlab.curvature.tracking import SharpnessTracker  # curvature builds on train: import late
+
+        out.append(SharpnessTracker(config.track_sharpness, top_k=config.track_top_k,
+                                    trace_matvecs=config.track_trace, jacobian=config.track_jacobian))
+    return out
 
 
 class _StopOnSigint:

@@ -112,7 +112,7 @@ def rebuild_predictor(cert: dict[str, Any], message: bytes,
     p = cert["projection"]
     q = cert["quantization"]
     model = SubspaceModel(build_base(cert, prior_state), ProjectionSpec(p["kind"], p["d"], p["seed"],
-                                                                         tuple(p["groups"])))
+                                                                         tuple(p["groups"]), p.get("scale", "none")))
     if tensor_sha256(model.theta0) != cert["theta0_sha256"]:
         raise VerificationError(
             f"theta0 rebuilt here differs from the one certified (SHA-256 mismatch); the certificate was made with "
@@ -232,6 +232,9 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
     check_choices_in_grid(choices, grid)
 
     t_code = time.perf_counter()
+    if not model.quantizer.complete:
+        raise ConfigError(f"{run_dir}: its quantizer leaves {int((~model.quantizer.mask).sum())} coordinates of w "
+                          f"unquantized (an unfinished progressive run); finish it first")
     codebook = stored_codebook(model.quantizer.codebook)
     symbols = model.quantizer.symbols(model.w)
     message = encode_message(symbols, codebook, symbol_model)

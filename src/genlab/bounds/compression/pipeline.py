@@ -36,6 +36,7 @@ class BoundConfig(BaseModel):
     intrinsic_dim: int = Field(500, ge=1)
     projection: Literal["dense", "sparse", "kron"] = "sparse"
     projection_groups: list[str] = Field(default_factory=list)
+    projection_scale: Literal["none", "fan-in"] = "none"
     optimizer: str = "adam"
     lr: float = Field(0.05, gt=0)
     batch_size: int = Field(100, ge=1)
@@ -47,6 +48,7 @@ class BoundConfig(BaseModel):
     quant_init: Literal["quantiles", "kmeans"] = "kmeans"
     qat_epochs: int = Field(5, ge=1)
     qat_lr: float = Field(0.005, gt=0)
+    qat_stages: int = Field(1, ge=1, le=16, description="progressive quantization in K stages (1: all at once)")
     # data-dependent prior
     prior_split: int | None = Field(None, ge=1, description="train a prior centre on the first m points; bound the rest")
     prior_epochs: int = Field(5, ge=1)
@@ -84,8 +86,10 @@ def compression_bound(settings: BoundConfig, out: str | Path, *, from_run: str |
     choices = {"model": settings.model, "prior_split": settings.prior_split, "prior_epochs": settings.prior_epochs,
                "prior_lr": settings.prior_lr, "quant_init": settings.quant_init}
     planned = {**settings.stage_config().model_dump(), **choices, "intrinsic_dim": settings.intrinsic_dim, "quant_levels": settings.levels,
-               "projection": settings.projection, "symbol_model": settings.symbol_model, "epochs": settings.epochs,
+               "projection": settings.projection, "projection_scale": settings.projection_scale,
+               "symbol_model": settings.symbol_model, "epochs": settings.epochs,
                "lr": settings.lr, "subspace_noise": settings.noise, "qat_epochs": settings.qat_epochs, "qat_lr": settings.qat_lr,
+               "quant_stages": settings.qat_stages,
                "optimizer": settings.optimizer}
     check_choices_in_grid(planned, grid)   # before any training: a choice outside the grid
     out = Path(out)
@@ -98,7 +102,7 @@ def compression_bound(settings: BoundConfig, out: str | Path, *, from_run: str |
                                     epochs=settings.prior_epochs), prior_dir, quiet=quiet)
         times["prior_training"] = time.perf_counter() - t
     subspace = dict(intrinsic_dim=settings.intrinsic_dim, projection=settings.projection,
-                    projection_groups=settings.projection_groups,
+                    projection_groups=settings.projection_groups, projection_scale=settings.projection_scale,
                     subspace_prior=str(prior_dir) if prior_dir else None)
     t = time.perf_counter()
     if from_run is None:
@@ -113,7 +117,8 @@ def compression_bound(settings: BoundConfig, out: str | Path, *, from_run: str |
     q_dir = out / "quantized"
     train(settings.stage_config(**subspace, optimizer=settings.optimizer, lr=settings.qat_lr,
                                 epochs=settings.qat_epochs, quant_levels=settings.levels,
-                                quant_init=settings.quant_init, init_from=str(sub_dir)), q_dir, quiet=quiet)
+                                quant_init=settings.quant_init, quant_stages=settings.qat_stages,
+                                init_from=str(sub_dir)), q_dir, quiet=quiet)
     times["quantization"] = time.perf_counter() - t
     return certify(q_dir, out, delta=settings.delta, grid=grid, choices=choices, symbol_model=settings.symbol_model,
                    reported_bound=settings.reported_bound, data_dir=settings.data_dir, stage_times=times,

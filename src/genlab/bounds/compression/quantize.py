@@ -12,10 +12,13 @@ float16 (:func:`stored_codebook`), and the predictor that is certified uses exac
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.train.callbacks import Callback, TrainState
 
 CODEBOOK_INITS = ("quantiles", "kmeans")
 KMEANS_ITERATIONS = 100
@@ -53,11 +56,36 @@ def stored_codebook(codebook: torch.Tensor) -> torch.Tensor:
 
 
 class Quantizer(nn.Module):
-    """Maps ``w`` to ``c[nearest(w, c)]`` with a straight-through gradient for ``w``; ``c`` is a parameter."""
+    """Maps ``w`` to ``c[nearest(w, c)]`` with a straight-through gradient for ``w``; ``c`` is a parameter.
 
-    def __init__(self, codebook: torch.Tensor):
+    ``mask`` (a buffer, so checkpoints keep it) says which coordinates are quantized; the others pass through as
+    floats. It starts full unless :meth:`quantize_more` builds it up: progressive (incremental) quantization
+    (Zhou et al. 2017, INQ) quantizes the coordinates that lose least first and lets the still-float ones
+    compensate, instead of rounding all ``d`` at once. The certified predictor is always fully quantized.
+    """
+
+    def __init__(self, codebook: torch.Tensor, d: int | None = None):
         super().__init__()
         self.codebook = nn.Parameter(codebook.detach().clone())
+        self.register_buffer("mask", torch.ones(d if d is not None else 0, dtype=torch.bool))
+
+    @property
+    def complete(self) -> bool:
+        """Whether every coordinate is quantized."""
+        return bool(self.mask.all())
+
+    def quantize_more(self, w: torch.Tensor, fraction: float) -> None:
+        """Grow the mask to at least ``fraction`` of the coordinates, adding the unquantized ones nearest to a
+        codebook value (smallest rounding error) first; ties to the lower index. Never shrinks the mask."""
+        target = min(len(self.mask), math.ceil(fraction * len(self.mask) - 1e-9))
+        missing = target - int(self.mask.sum())
+        if missing <= 0:
+            return
+        w = w.detach()
+        error = (w - self.codebook.detach()[nearest(w, self.codebook.detach())]).abs()
+        error = torch.where(self.mask, torch.full_like(error, math.inf), error)
+        order = torch.sort(error, stable=True).indices
+        self.mask[order[:missing]] = True
 
     @property
     def levels(self) -> int:
@@ -69,4 +97,34 @@ class Quantizer(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         q = self.codebook[nearest(w.detach(), self.codebook.detach())]
+        if len(self.mask) and not self.complete:
+            q = torch.where(self.mask, q, w.detach())    # unquantized coordinates: their float value
         return q + (w - w.detach())   # value q; gradient identity for w, gathered gradient for the codebook
+
+
+def progressive_fraction(step: int, total_steps: int, stages: int) -> float:
+    """The fraction of ``w`` quantized at ``step`` of ``total_steps`` with ``stages`` equal stages:
+    ``1/2, 3/4, ..., 1 - 2^-(K-1)``, then ``1`` in the last stage (so a finished run is fully quantized)."""
+    stage = min(stages - 1, step * stages // max(total_steps, 1))
+    return 1.0 if stage == stages - 1 else 1.0 - 0.5 ** (stage + 1)
+
+
+class ProgressiveQuantization(Callback):
+    """Grows the quantizer's mask at each stage boundary (a pure function of the step, so resumes agree)."""
+
+    def __init__(self, stages: int):
+        self.stages = stages
+
+    def _update(self, state: TrainState) -> None:
+        quantizer = state.model.quantizer
+        fraction = progressive_fraction(state.step, state.total_steps, self.stages)
+        before = int(quantizer.mask.sum())
+        quantizer.quantize_more(state.model.w, fraction)
+        if int(quantizer.mask.sum()) != before:
+            state.metrics["quantized_fraction"] = float(quantizer.mask.float().mean())
+
+    def on_train_start(self, state: TrainState, resumed: bool) -> None:
+        self._update(state)
+
+    def on_step_end(self, state: TrainState) -> None:
+        self._update(state)

@@ -33,6 +33,7 @@ from torch.func import functional_call
 from genlab.errors import ConfigError
 
 PROJECTIONS = ("dense", "sparse", "kron")
+SCALES = ("none", "fan-in")
 DENSE_MAX_ENTRIES = 2 ** 27   # 512 MiB of float32; beyond it use sparse or kron
 SPARSE_NONZEROS = 8           # non-zeros per row of the sparse projection (a declared constant, not a search)
 
@@ -45,10 +46,13 @@ class ProjectionSpec:
     d: int
     seed: int
     groups: tuple[str, ...] = ()
+    scale: str = "none"
 
     def __post_init__(self):
         if self.kind not in PROJECTIONS:
             raise ConfigError(f"projection: unknown kind {self.kind!r}; allowed: {', '.join(PROJECTIONS)}")
+        if self.scale not in SCALES:
+            raise ConfigError(f"projection scale: unknown {self.scale!r}; allowed: {', '.join(SCALES)}")
         if not isinstance(self.d, int) or self.d < 1:
             raise ConfigError(f"intrinsic_dim must be an integer >= 1, got {self.d!r}")
 
@@ -128,6 +132,30 @@ class _SparseMatVec(torch.autograd.Function):
         return (ctx.transpose @ grad.unsqueeze(1)).squeeze(1), None, None
 
 
+def fan_in_scale(model: nn.Module, index: torch.Tensor | None) -> torch.Tensor:
+    """Per-parameter row scale ``1/sqrt(fan_in)`` of each tensor's layer, normalised to mean square 1 on the
+    covered entries (so a learning rate in ``w`` keeps its meaning).
+
+    Why: a unit step in ``w`` then moves every layer's pre-activations by about the same amount, instead of
+    moving the wide fully connected layers (fan-in 400) relatively 4x more than the first convolution (fan-in
+    25), as an unscaled projection does. A pure function of the parameter shapes, so the certificate needs
+    only the word ``fan-in``. A bias takes the fan-in of its layer's weight (the same name with ``weight``).
+    """
+    shapes = dict((name, p.shape) for name, p in model.named_parameters())
+
+    def fan_in(name: str, shape: torch.Size) -> int:
+        if len(shape) >= 2:
+            return math.prod(shape[1:])
+        if name.endswith("bias") and len(shapes.get(name[:-4] + "weight", ())) >= 2:
+            return math.prod(shapes[name[:-4] + "weight"][1:])
+        return max(1, shape.numel() if len(shape) else 1)
+
+    scale = torch.cat([torch.full((p.numel(),), fan_in(name, p.shape) ** -0.5) for name, p in model.named_parameters()])
+    if index is not None:
+        scale = scale[index]
+    return scale / scale.square().mean().sqrt()
+
+
 def covered_indices(model: nn.Module, groups: tuple[str, ...]) -> tuple[torch.Tensor | None, int]:
     """Positions in the flat parameter vector that the subspace moves (``None``: all), and their count."""
     total = sum(p.numel() for p in model.parameters())
@@ -174,6 +202,10 @@ class SubspaceModel(nn.Module):
         else:
             self.index = None
         self.projection = Projection(spec.kind, covered, spec.d, spec.seed)
+        if spec.scale == "fan-in":
+            self.register_buffer("row_scale", fan_in_scale(base, index).to(theta0.dtype), persistent=False)
+        else:
+            self.row_scale = None
         self.w = nn.Parameter(torch.zeros(spec.d, dtype=theta0.dtype))
         self.quantizer: nn.Module | None = None
         self.noise = 0.0
@@ -191,6 +223,8 @@ class SubspaceModel(nn.Module):
         """The flat parameter vector ``theta0 + P w`` (``w`` defaults to :meth:`effective_w`)."""
         w = self.effective_w() if w is None else w
         delta = self.projection(w)
+        if self.row_scale is not None:
+            delta = delta * self.row_scale
         if self.index is None:
             return self.theta0 + delta
         return self.theta0.index_add(0, self.index, delta)
@@ -227,9 +261,11 @@ def subspace_model(config, base: nn.Module) -> SubspaceModel:
 
     seed = config.seed if config.projection_seed is None else config.projection_seed
     model = SubspaceModel(base, ProjectionSpec(config.projection, config.intrinsic_dim, seed,
-                                               tuple(config.projection_groups)))
+                                               tuple(config.projection_groups), config.projection_scale))
     if config.quant_levels is not None:
-        model.quantizer = Quantizer(torch.linspace(-1, 1, config.quant_levels))
+        model.quantizer = Quantizer(torch.linspace(-1, 1, config.quant_levels), d=config.intrinsic_dim)
+        if config.quant_stages > 1:
+            model.quantizer.mask.zero_()   # ProgressiveQuantization fills it stage by stage
     model.noise = config.subspace_noise
     return model
 
