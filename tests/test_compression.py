@@ -127,6 +127,7 @@ def test_progressive_quantization_grows_the_mask_nearest_first():
     q.mask.zero_()
     w = torch.tensor([0.45, -0.9, 0.1, 0.7], requires_grad=True)
     assert torch.equal(q(w), w)                                   # nothing quantized yet: floats pass through
+    assert q(torch.tensor([3.0, -2.0, 0.5, 0.0])).tolist() == [1.0, -1.0, 0.5, 0.0]   # within the codebook range
     q.quantize_more(w, 0.5)                                       # rounding errors .45 .1 .1 .3: the two .1s
     assert q.mask.tolist() == [False, True, True, False]
     out = q(w)

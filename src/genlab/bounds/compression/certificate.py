@@ -4,7 +4,7 @@
 with a codebook), writes ``message.bin`` (the quantized coordinates, see
 :mod:`~genlab.bounds.compression.coding`) and ``certificate.json``, which holds everything else the predictor
 depends on: data identity (name, settings, content hash), model spec and seed of ``theta0`` (or the file of a prior
-centre trained on a declared split, with its SHA-256), the projection (kind, d, seed, groups), the codebook size and
+centre trained on a declared split, with its SHA-256), the projection (kind, d, seed, groups, row scale), the codebook size and
 symbol model, the declared hyper-parameter grid and its bit cost, ``delta``, the exact empirical error of the
 decoded predictor on the bound's training points, the message bits, every bound value, the one reported (declared
 before computing) and the test error (for information).

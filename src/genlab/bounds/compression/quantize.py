@@ -68,6 +68,7 @@ class Quantizer(nn.Module):
         super().__init__()
         self.codebook = nn.Parameter(codebook.detach().clone())
         self.register_buffer("mask", torch.ones(d if d is not None else 0, dtype=torch.bool))
+        self.clamp_free = True
 
     @property
     def complete(self) -> bool:
@@ -98,7 +99,11 @@ class Quantizer(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         q = self.codebook[nearest(w.detach(), self.codebook.detach())]
         if len(self.mask) and not self.complete:
-            q = torch.where(self.mask, q, w.detach())    # unquantized coordinates: their float value
+            # unquantized coordinates: their float value, clamped to the codebook's range (left free, they drift far
+            # beyond it to compensate, and rounding them at the end costs more than all the compensation gained)
+            book = self.codebook.detach()
+            free = w.detach().clamp(book.min(), book.max()) if self.clamp_free else w.detach()
+            q = torch.where(self.mask, q, free)
         return q + (w - w.detach())   # value q; gradient identity for w, gathered gradient for the codebook
 
 
