@@ -142,6 +142,11 @@ def test_progressive_quantization_grows_the_mask_nearest_first():
     assert [progressive_fraction(s, 100, 4) for s in (0, 24, 25, 50, 74, 75, 99, 100)] == \
         [0.5, 0.5, 0.75, 0.875, 0.875, 1.0, 1.0, 1.0]
     assert progressive_fraction(0, 10, 1) == 1.0
+    # a state saved before the mask existed loads as fully quantized
+    old = Quantizer(torch.tensor([-1.0, 0.0, 1.0]), d=4)
+    old.mask.zero_()
+    old.load_state_dict({"codebook": torch.tensor([-2.0, 0.0, 2.0])})
+    assert old.complete and old.codebook.tolist() == [-2.0, 0.0, 2.0]
 
 
 def test_codebook_init_finds_clusters():

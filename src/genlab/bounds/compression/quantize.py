@@ -70,6 +70,12 @@ class Quantizer(nn.Module):
         self.register_buffer("mask", torch.ones(d if d is not None else 0, dtype=torch.bool))
         self.clamp_free = True
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # runs saved before progressive quantization existed have no mask: they were fully quantized
+        if prefix + "mask" not in state_dict:
+            state_dict[prefix + "mask"] = torch.ones_like(self.mask)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def complete(self) -> bool:
         """Whether every coordinate is quantized."""
