@@ -154,8 +154,7 @@ class TrainConfig(BaseModel):
                                            or self.projection_groups or self.subspace_noise > 0
                                            or self.projection_scale != "none"):
             raise ValueError("quant_levels, subspace_prior, subspace_noise, projection_groups and projection_scale "
-                             "need intrinsic_dim "
-                             "(subspace training)")
+                             "need intrinsic_dim (subspace training)")
         return self
 
     @model_validator(mode="after")

@@ -206,6 +206,9 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
     model = run.model
     if not isinstance(model, SubspaceModel) or model.quantizer is None:
         raise ConfigError(f"{run_dir}: not a quantized subspace run (train it with intrinsic_dim and quant_levels)")
+    if not model.quantizer.complete:
+        raise ConfigError(f"{run_dir}: its quantizer leaves {int((~model.quantizer.mask).sum())} coordinates of w "
+                          f"unquantized (an unfinished progressive run); finish it first")
     if run.data.task != "classification":
         raise ConfigError(f"{run_dir}: compression bounds here are for classification error; {config.dataset} is "
                           f"a regression dataset")
@@ -232,9 +235,6 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
     check_choices_in_grid(choices, grid)
 
     t_code = time.perf_counter()
-    if not model.quantizer.complete:
-        raise ConfigError(f"{run_dir}: its quantizer leaves {int((~model.quantizer.mask).sum())} coordinates of w "
-                          f"unquantized (an unfinished progressive run); finish it first")
     codebook = stored_codebook(model.quantizer.codebook)
     symbols = model.quantizer.symbols(model.w)
     message = encode_message(symbols, codebook, symbol_model)

@@ -68,7 +68,6 @@ class Quantizer(nn.Module):
         super().__init__()
         self.codebook = nn.Parameter(codebook.detach().clone())
         self.register_buffer("mask", torch.ones(d if d is not None else 0, dtype=torch.bool))
-        self.clamp_free = True
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # runs saved before progressive quantization existed have no mask: they were fully quantized
@@ -81,18 +80,20 @@ class Quantizer(nn.Module):
         """Whether every coordinate is quantized."""
         return bool(self.mask.all())
 
-    def quantize_more(self, w: torch.Tensor, fraction: float) -> None:
+    def quantize_more(self, w: torch.Tensor, fraction: float) -> int:
         """Grow the mask to at least ``fraction`` of the coordinates, adding the unquantized ones nearest to a
-        codebook value (smallest rounding error) first; ties to the lower index. Never shrinks the mask."""
+        codebook value (smallest rounding error) first; ties to the lower index. Never shrinks the mask.
+        Returns how many coordinates it added."""
         target = min(len(self.mask), math.ceil(fraction * len(self.mask) - 1e-9))
         missing = target - int(self.mask.sum())
         if missing <= 0:
-            return
+            return 0
         w = w.detach()
-        error = (w - self.codebook.detach()[nearest(w, self.codebook.detach())]).abs()
+        error = (w - self.codebook.detach()[self.symbols(w)]).abs()
         error = torch.where(self.mask, torch.full_like(error, math.inf), error)
         order = torch.sort(error, stable=True).indices
         self.mask[order[:missing]] = True
+        return missing
 
     @property
     def levels(self) -> int:
@@ -104,12 +105,11 @@ class Quantizer(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         q = self.codebook[nearest(w.detach(), self.codebook.detach())]
-        if len(self.mask) and not self.complete:
+        if not self.complete:
             # unquantized coordinates: their float value, clamped to the codebook's range (left free, they drift far
             # beyond it to compensate, and rounding them at the end costs more than all the compensation gained)
             book = self.codebook.detach()
-            free = w.detach().clamp(book.min(), book.max()) if self.clamp_free else w.detach()
-            q = torch.where(self.mask, q, free)
+            q = torch.where(self.mask, q, w.detach().clamp(book.min(), book.max()))
         return q + (w - w.detach())   # value q; gradient identity for w, gathered gradient for the codebook
 
 
@@ -129,9 +129,7 @@ class ProgressiveQuantization(Callback):
     def _update(self, state: TrainState) -> None:
         quantizer = state.model.quantizer
         fraction = progressive_fraction(state.step, state.total_steps, self.stages)
-        before = int(quantizer.mask.sum())
-        quantizer.quantize_more(state.model.w, fraction)
-        if int(quantizer.mask.sum()) != before:
+        if quantizer.quantize_more(state.model.w, fraction):
             state.metrics["quantized_fraction"] = float(quantizer.mask.float().mean())
 
     def on_train_start(self, state: TrainState, resumed: bool) -> None:
