@@ -268,6 +268,35 @@ def reproduce_cmd(
     print(f"wrote {Path(out) / 'results.json'} and {', '.join(r.figures)}")
 
 
+@app.command("sweep")
+def sweep_cmd(
+    file: Annotated[Path, typer.Argument(help="Sweep file (TOML): [sweep], [base], [grid], [[runs]].")],
+    out: Annotated[Optional[Path], Opt("--out", help="Directory of the runs and the table (default: the file's, else runs/NAME).")] = None,
+    jobs: Annotated[Optional[int], Opt("--jobs", "-j", help="Runs at a time on the local pool (default: the file's, else 1).")] = None,
+    backend: Annotated[str, Opt(help="local (process pool) | ray.")] = "local",
+    address: Annotated[Optional[str], Opt(help="Ray cluster address (default: start a local Ray instance).")] = None,
+    cpus_per_run: Annotated[Optional[float], Opt(help="CPUs each run declares to Ray / torch threads per local run.")] = None,
+    gpus_per_run: Annotated[Optional[float], Opt(help="GPUs each run declares to Ray (0).")] = None,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Run a grid of training runs; skips complete ones, resumes interrupted ones, writes OUT/sweep.csv and .json."""
+    from genlab.errors import GenlabError as _Err
+    from genlab.sweep import read_sweep, run_sweep
+
+    sweep = read_sweep(file)
+    table = run_sweep(sweep, out, jobs=jobs, backend=backend, address=address, cpus_per_run=cpus_per_run,
+                      gpus_per_run=gpus_per_run, quiet=quiet)
+    counts = table["counts"]
+    where = Path(out or sweep.out or Path("runs") / sweep.name)
+    print(f"sweep {sweep.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+          + f" ({table['wall_time_s']:.1f} s); wrote {where / 'sweep.csv'} and {where / 'sweep.json'}")
+    bad = counts.get("failed", 0) + counts.get("diverged", 0)
+    if bad:
+        err = _Err(f"{bad} of {len(table['runs'])} runs failed or diverged; their errors are in {where / 'sweep.csv'}")
+        err.exit_code = 1
+        raise err
+
+
 @app.command("datasets")
 def datasets_cmd() -> None:
     """List the named datasets with their sizes and where their files are."""
