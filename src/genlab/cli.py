@@ -251,15 +251,33 @@ def verify_cmd(
 
 @app.command("reproduce")
 def reproduce_cmd(
-    name: Annotated[str, typer.Argument(help="Which result: sharpening | sgld-noise | noise-timescales | vl-eos | compression.")],
+    name: Annotated[str, typer.Argument(help="Which result: sharpening | sgld-noise | noise-timescales | vl-eos | compression, or all (all five and OUT/report.html).")],
     quick: Annotated[bool, Opt("--quick", help="Small setting (minutes on 2 CPU cores).")] = False,
     out: Annotated[Optional[Path], Opt("--out", help="Output directory (default reproductions/NAME[-quick]).")] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
-    """Reproduce a paper's result on real data: writes OUT/results.json (claim, verdict, numbers) and figures."""
+    """Reproduce a paper's result on real data: writes OUT/results.json (claim, verdict, numbers) and figures.
+
+    `all` runs the five into OUT/NAME (reusing finished ones) and writes the self-contained page OUT/report.html.
+    """
     from genlab.experiments import reproduce
 
     out = out or Path("reproductions") / (name + ("-quick" if quick else ""))
+    if name == "all":
+        from genlab.experiments.suite import reproduce_all
+
+        record = reproduce_all(out, quick=quick, quiet=quiet)
+        for key, entry in record["results"].items():
+            print(f"{key}: {entry.get('verdict', 'FAILED (' + entry.get('error', '') + ')')} "
+                  f"({entry['wall_time_s']:.0f} s{', reused' if entry.get('reused') else ''})")
+        print(f"wrote {record['report']} ({record['wall_time_s'] / 60:.1f} min)")
+        failed = [k for k, e in record["results"].items() if "error" in e]
+        if failed:
+            err = GenlabError(f"{len(failed)} reproduction(s) failed to run ({', '.join(failed)}); the report shows "
+                              f"their errors, rerun the same command to retry them")
+            err.exit_code = 1
+            raise err
+        return
     r = reproduce(name, out, quick=quick, quiet=quiet)
     print(f"{name}: {r.verdict} -- {r.claim}")
     for key, value in r.metrics.items():
@@ -295,6 +313,17 @@ def sweep_cmd(
         err = _Err(f"{bad} of {len(table['runs'])} runs failed or diverged; their errors are in {where / 'sweep.csv'}")
         err.exit_code = 1
         raise err
+
+
+@app.command("report")
+def report_cmd(
+    path: Annotated[Path, typer.Argument(help="A run, certificate, sweep or reproduction directory, or a directory of them.")],
+    out: Annotated[Optional[Path], Opt("--out", help="The HTML file (default PATH/report.html).")] = None,
+) -> None:
+    """One self-contained HTML page (figures embedded): curves, sharpness vs 2/lr, spectrum, bounds, noise."""
+    from genlab.report import build_report
+
+    print(f"wrote {build_report(path, out)}")
 
 
 @app.command("datasets")
