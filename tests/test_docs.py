@@ -42,8 +42,16 @@ def test_readme_config_examples_validate():
     import tomllib
 
     from genlab.config import TrainConfig, validate_config
+    from genlab.sweep import parse_sweep
 
     blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
     assert blocks
+    sweeps = 0
     for block in blocks:
-        validate_config(TrainConfig, tomllib.loads(block))
+        data = tomllib.loads(block)
+        if "grid" in data or "base" in data:  # a sweep file: every run it expands to validates
+            sweeps += 1
+            assert parse_sweep(data).runs
+        else:
+            validate_config(TrainConfig, data)
+    assert sweeps >= 1, "the README shows a sweep file"

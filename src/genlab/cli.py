@@ -98,6 +98,7 @@ def train_cmd(
     subspace_noise: Annotated[Optional[float], Opt(help="Std of Gaussian noise on w in training forward passes.")] = None,
     noise: Annotated[Optional[str], Opt(help="Noise injection: none | label | dropconnect | anti-pgd.")] = None,
     noise_sigma: Annotated[Optional[float], Opt(help="Its strength: label std / flip prob., drop rate, perturbation std.")] = None,
+    tensorboard: Annotated[Optional[bool], Opt("--tensorboard", help="Also write TensorBoard event files to OUT/tensorboard/.")] = None,
     overwrite: Annotated[bool, Opt(help="Discard a different run already in --out.")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -121,7 +122,7 @@ def train_cmd(
                  projection_groups=projection_group or None,
                  subspace_prior=subspace_prior, quant_levels=quant_levels, quant_init=quant_init, quant_stages=quant_stages,
                  init_from=init_from,
-                 subspace_noise=subspace_noise,
+                 subspace_noise=subspace_noise, tensorboard=tensorboard,
                  dataset_options=parse_key_values(dataset_option, "--dataset-option") or None,
                  model_options=parse_key_values(model_option, "--model-option") or None)
     file_values = read_config_file(config) if config else None

@@ -114,6 +114,8 @@ class TrainConfig(BaseModel):
     track_top_k: int = Field(1, ge=1, le=100, description="top Hessian eigenvalues tracked")
     track_trace: int = Field(0, ge=0, description="Hutch++ products for the Hessian trace per measurement (0: off)")
     track_jacobian: bool = Field(False, description="also track input-output Jacobian norms")
+    # logging (does not change the trajectory)
+    tensorboard: bool = Field(False, description="also write TensorBoard event files to RUN/tensorboard/")
 
     @field_validator("dataset", "model", "optimizer")
     @classmethod
@@ -167,7 +169,7 @@ class TrainConfig(BaseModel):
     # changing the trajectory it follows (lengthening a run is allowed).
     RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("epochs", "steps", "eval_every", "checkpoint_every", "device",
                                           "eval_batch_size", "data_dir", "track_sharpness", "track_top_k",
-                                          "track_trace", "track_jacobian")
+                                          "track_trace", "track_jacobian", "tensorboard")
 
     def trajectory_fields(self) -> dict[str, Any]:
         """The settings that define the optimisation trajectory (for resume checks)."""

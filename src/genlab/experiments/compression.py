@@ -106,7 +106,8 @@ def reproduce(out: str | Path, quick: bool = False, quiet: bool = False,
                   f"{cfg.epochs} epochs)")
         cert = compression_bound(cfg, out / "runs" / name, quiet=True)
         checked = verify(out / "runs" / name)   # raises on any mismatch: a row that does not verify stops the run
-        rows[name] = {"dataset": cfg.dataset, "model": cfg.model, "d": cfg.intrinsic_dim, "levels": cfg.levels,
+        rows[name] = {"dataset": cfg.dataset, "model": cfg.model, "seed": cfg.seed, "d": cfg.intrinsic_dim,
+                      "levels": cfg.levels,
                       "projection": cfg.projection, "projection_scale": cfg.projection_scale,
                       "qat_stages": cfg.qat_stages, "prior_split": cfg.prior_split, "n": cert["n"],
                       "train_error": cert["train_error"], "test_error": cert["test_error"],

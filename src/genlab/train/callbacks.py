@@ -51,6 +51,9 @@ class Callback:
     def on_train_end(self, state: TrainState) -> None:
         """Called once after the last step."""
 
+    def close(self) -> None:
+        """Called once when the run stops for any reason (complete, interrupted, diverged): release files."""
+
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state to checkpoint (default: none)."""
         return {}

@@ -146,6 +146,10 @@ class _Session:
                                                                               test_objective)
         every = config.eval_every or self.state.steps_per_epoch
         self.callbacks = [EvalCallback(every), *_builtin_trackers(config), *callbacks]
+        if config.tensorboard:  # last, so it sees every number the other callbacks added to the record
+            from genlab.train.tensorboard import TensorBoardLogger
+
+            self.callbacks.append(TensorBoardLogger(rd.path / "tensorboard"))
         self.checkpoint_every = config.checkpoint_every or every
         self.fingerprint = data_fingerprint(self.data)
         self.resumed = False
@@ -206,6 +210,8 @@ class _Session:
     def stop(self, status: str, message: str | None = None) -> None:
         if self.bar is not None:
             self.bar.close()
+        for cb in self.callbacks:  # event files of a run that stops early are closed too
+            cb.close()
         _write_summary(self.rd, self.state, status, self.elapsed(), self.fingerprint, message)
 
     # ---------------------------------------------------------------- steps
