@@ -97,10 +97,12 @@ def test_cli_exit_status_when_a_run_fails(tmp_path, capsys):
 
 
 def test_local_pool_matches_in_process_runs(tmp_path):
-    sweep = parse_sweep({"base": BASE, "grid": {"seed": [0, 1, 2]}})
+    # one torch thread per run on both: the same floating-point reduction order, bit-identical results
+    sweep = parse_sweep({"sweep": {"cpus_per_run": 1}, "base": BASE, "grid": {"seed": [0, 1, 2]}})
     one = run_sweep(sweep, tmp_path / "one", jobs=1, quiet=True)
     two = run_sweep(sweep, tmp_path / "two", jobs=2, quiet=True)
     assert two["counts"] == {"complete": 3} and two["jobs"] == 2
+    assert {r["torch_threads"] for r in one["runs"] + two["runs"]} == {1}
     for a, b in zip(one["runs"], two["runs"]):  # same seeds, same trajectories, whichever process ran them
         assert a["run"] == b["run"] and a["train_loss"] == b["train_loss"]
 

@@ -6,7 +6,7 @@ A sweep file::
     name = "lr-seeds"       # label of the table (default: the file's stem)
     out = "runs/lr-seeds"   # where the runs and the table go (--out overrides; default runs/NAME)
     jobs = 2                # local pool size (--jobs overrides)
-    cpus_per_run = 1        # Ray: CPUs each run declares (local pool: torch threads per run)
+    cpus_per_run = 1        # Ray: CPUs each run declares; both backends: torch threads per run
     gpus_per_run = 0        # Ray: GPUs each run declares (set device = "cuda" in [base])
 
     [base]                  # settings shared by every run: the keys of `genlab train` (TrainConfig)
@@ -81,7 +81,7 @@ class Sweep:
     runs: list[SweepRun]
     out: str | None = None
     jobs: int | None = None
-    cpus_per_run: float = 1
+    cpus_per_run: float | None = None
     gpus_per_run: float = 0
 
 
@@ -163,7 +163,7 @@ def parse_sweep(data: dict[str, Any], source: str = "sweep file") -> Sweep:
             raise ConfigError(f"{source}: [sweep] {key} must be a number {'>' if key == 'cpus_per_run' else '>='} 0 "
                               f"(got {v!r})")
     return Sweep(name=str(opts.get("name", "sweep")), runs=runs, out=opts.get("out"), jobs=jobs,
-                 cpus_per_run=opts.get("cpus_per_run", 1), gpus_per_run=opts.get("gpus_per_run", 0))
+                 cpus_per_run=opts.get("cpus_per_run"), gpus_per_run=opts.get("gpus_per_run", 0))
 
 
 def read_sweep(path: str | Path) -> Sweep:
@@ -233,6 +233,7 @@ def execute_run(name: str, settings: dict[str, Any], path: str, threads: int) ->
     except Exception as err:  # noqa: BLE001 -- a crash of one run is reported in its row, the sweep goes on
         row["error"] = " ".join(f"{type(err).__name__}: {err}".split())
     row["sweep_time_s"] = time.perf_counter() - t0
+    row["torch_threads"] = torch.get_num_threads()
     row.update(_summary_row(Path(path)))
     return row
 
@@ -440,7 +441,11 @@ def run_sweep(sweep: Sweep | str | Path, out: str | Path | None = None, *, jobs:
             in runs (ignored when connecting to ``address``).
         backend: ``local`` (process pool) or ``ray``.
         address: Ray cluster address (``ray`` backend; default: start a local instance).
-        cpus_per_run, gpus_per_run: resources each Ray task declares (default: the file's, else 1 and 0).
+        cpus_per_run: CPUs each Ray task declares, and the torch threads of each run on either backend
+            (default: the file's; else 1 on Ray and cores // jobs locally). Runs with the same threads give
+            bit-identical results on every backend; another thread count changes the floating-point
+            reduction order, and long runs can drift apart from there.
+        gpus_per_run: GPUs each Ray task declares (default: the file's, else 0).
         quiet: no progress lines.
 
     Raises:
@@ -454,9 +459,9 @@ def run_sweep(sweep: Sweep | str | Path, out: str | Path | None = None, *, jobs:
     jobs = jobs if jobs is not None else sweep.jobs
     if jobs is not None and jobs < 1:
         raise ConfigError(f"--jobs: must be >= 1 (got {jobs})")
-    cpus = cpus_per_run if cpus_per_run is not None else sweep.cpus_per_run
+    cpus = cpus_per_run if cpus_per_run is not None else sweep.cpus_per_run  # None: not fixed
     gpus = gpus_per_run if gpus_per_run is not None else sweep.gpus_per_run
-    if cpus <= 0 or gpus < 0:
+    if (cpus is not None and cpus <= 0) or gpus < 0:
         raise ConfigError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0 (got {cpus}, {gpus})")
     out = Path(out or sweep.out or Path("runs") / sweep.name).absolute()
     if out.exists() and not out.is_dir():
@@ -491,10 +496,10 @@ def run_sweep(sweep: Sweep | str | Path, out: str | Path | None = None, *, jobs:
 
     if backend == "local":
         n_jobs = jobs or 1
-        threads = max(1, int(cpus_per_run)) if cpus_per_run is not None else max(1, cpu_cores() // n_jobs)
+        threads = max(1, int(cpus)) if cpus is not None else max(1, cpu_cores() // n_jobs)
         complete = _run_local(todo, n_jobs, threads, done)
     else:
-        complete = _run_ray(todo, address, jobs, cpus, gpus, done)
+        complete = _run_ray(todo, address, jobs, cpus if cpus is not None else 1, gpus, done)
     table.write()
     if not complete:
         counts = table.counts()
