@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genlab.errors import ConfigError, GenlabError
-from genlab.train.loop import TrainingInterrupted
+from genlab.train.loop import StopOnSignals, TrainingInterrupted
 from genlab.jsonio import jsonable, write_json_atomic
 
 SECTIONS = ("sweep", "base", "grid", "runs")
@@ -326,7 +326,7 @@ def _run_local(todo: list[tuple[SweepRun, Path]], jobs: int, threads: int, done:
     pending = set(futures)
     interrupted = False
     try:
-        with _StopRequests() as stop:
+        with StopOnSignals() as stop:  # Ctrl-C / SIGTERM: stop submitting, let running runs checkpoint
             while pending:
                 finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for f in finished:
@@ -380,7 +380,7 @@ def _run_ray(todo: list[tuple[SweepRun, Path]], address: str | None, jobs: int |
     refs = {task.remote(run.name, run.settings, str(path), max(1, int(cpus))): run for run, path in todo}
     interrupted = False
     try:
-        with _StopRequests() as stop:
+        with StopOnSignals() as stop:  # Ctrl-C / SIGTERM: stop submitting, let running runs checkpoint
             pending = list(refs)
             while pending:
                 finished, pending = ray.wait(pending, num_returns=1, timeout=0.5)
@@ -400,32 +400,6 @@ def _run_ray(todo: list[tuple[SweepRun, Path]], address: str | None, jobs: int |
         if started_here:
             ray.shutdown()
     return not interrupted
-
-
-class _StopRequests:
-    """Ctrl-C or SIGTERM in the parent: stop submitting, ask running runs to stop, write the table, then exit."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous: dict = {}
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        return False
 
 
 # ------------------------------------------------------------------------------------------ the sweep

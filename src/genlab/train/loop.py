@@ -278,7 +278,7 @@ class _Session:
         if not self.resumed:
             self.save()
         try:
-            with _StopOnSigint() as sigint:
+            with StopOnSignals() as sigint:
                 while state.step < state.total_steps and not sigint.requested:
                     self.one_step()
         except DivergenceError as err:
@@ -318,7 +318,7 @@ def _builtin_trackers(config: TrainConfig) -> list[Callback]:
     return out
 
 
-class _StopOnSigint:
+class StopOnSignals:
     """The first Ctrl-C (SIGINT) or SIGTERM (a scheduler pre-empting the job) asks the loop to stop at the
     next step boundary, so the saved state is consistent; a second one interrupts at once."""
 
