@@ -191,3 +191,19 @@ def test_suite_json_records_wall_time(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "suite.json").read_text())
     assert saved["setting"] == "full" and saved["results"]["compression"]["verdict"] == "held"
     assert saved["wall_time_s"] >= 0 and record["report"].endswith("report.html")
+
+
+def test_certificate_report_with_its_stage_runs(tmp_path):
+    from genlab.bounds.compression import BoundConfig, compression_bound
+
+    out = tmp_path / "digits"
+    settings = BoundConfig(dataset="digits", model="mlp", width=32, intrinsic_dim=50, epochs=4, levels=5,
+                           qat_epochs=1, lr=0.05, batch_size=64)
+    cert = compression_bound(settings, out, quiet=True)
+    page = parse(build_report(out))
+    assert page.sections[0] == "certificate-digits"
+    assert any(s.endswith("subspace-stage") for s in page.sections)
+    assert any(s.endswith("quantized-stage") for s in page.sections)
+    text = " ".join(page.text)
+    assert f"{100 * cert['bound']:.2f}%" in text and "occam_kl" in text and "genlab verify" in text
+    assert len(page.images) >= 2  # each stage's training curves

@@ -338,8 +338,10 @@ def sections_for(path: Path, title: str | None = None) -> list[Section]:
     kind = directory_kind(path)
     if kind == "reproduction":
         return [reproduction_section(path, title)]
-    if kind == "certificate":
-        return [certificate_section(path, title)]
+    if kind == "certificate":  # and the stage runs genlab bound trained (subspace, quantized, prior)
+        stages = [run_sections(child, f"{title or path.name}: {child.name} stage")
+                  for child in sorted(p for p in path.iterdir() if p.is_dir()) if directory_kind(child) == "run"]
+        return [certificate_section(path, title)] + [s for sections in stages for s in sections]
     if kind == "sweep":
         return [sweep_section(path, title)]
     if kind == "run":
