@@ -87,7 +87,7 @@ SETTINGS = {
         sweep_dataset="mnist",
         sweep=_sweep("mnist", [250, 500, 1000, 2000], model="lenet5", epochs=5, lr=0.1, qat_epochs=5, qat_lr=0.01,
                      projection_scale="fan-in"),
-        expected_minutes=30),
+        expected_minutes=20),
 }
 
 

@@ -75,7 +75,7 @@ class SGLDNoiseSetting:
 
 SETTINGS = {
     "quick": SGLDNoiseSetting(epochs=3, traces=(1e-3,), expected_minutes=3),
-    "full": SGLDNoiseSetting(epochs=10, traces=(1e-3, 1e-2), expected_minutes=15),
+    "full": SGLDNoiseSetting(epochs=10, traces=(1e-3, 1e-2), expected_minutes=20),
 }
 
 

@@ -28,9 +28,15 @@ TITLES = {
     "vl-eos": "5. Variational learning at the edge of stability",
 }
 
-# full-setting wall time in minutes on 2 CPU cores, as last measured (README, Reproductions); None: the full
-# setting has not been run end to end on such a machine yet
-FULL_MINUTES = {"compression": 17, "sgld-noise": 18, "noise-timescales": 1, "sharpening": None, "vl-eos": 20}
+
+
+def expected_minutes(name: str, quick: bool) -> float:
+    """The run time on 2 CPU cores a reproduction's setting declares (``SETTINGS[...].expected_minutes``)."""
+    import importlib
+
+    from genlab.experiments import REPRODUCTIONS
+
+    return importlib.import_module(REPRODUCTIONS[name]).SETTINGS["quick" if quick else "full"].expected_minutes
 
 
 def _reusable(path: Path, quick: bool) -> bool:
@@ -110,6 +116,7 @@ def write_suite_report(out: Path, record: dict[str, Any]) -> Path:
         anchor = name
         rows.append({"result": title, "verdict": entry.get("verdict", "failed to run"),
                      "wall time (s)": round(entry["wall_time_s"]),
+                     "expected (min)": expected_minutes(name, record["setting"] == "quick"),
                      "reused": "yes" if entry.get("reused") else ""})
         if "error" in entry:
             sections.append(Section(title=title, anchor=anchor, verdict="did not hold").add(
