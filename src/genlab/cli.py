@@ -289,7 +289,7 @@ def reproduce_cmd(
 
 @app.command("sweep")
 def sweep_cmd(
-    file: Annotated[Path, typer.Argument(help="Sweep file (TOML): [sweep], [base], [grid], [[runs]].")],
+    file: Annotated[Path, typer.Argument(help="Sweep file (TOML) with tables sweep, base, grid and an array runs (see README, Sweeps).")],
     out: Annotated[Optional[Path], Opt("--out", help="Directory of the runs and the table (default: the file's, else runs/NAME).")] = None,
     jobs: Annotated[Optional[int], Opt("--jobs", "-j", help="Runs at a time on the local pool (default: the file's, else 1).")] = None,
     backend: Annotated[str, Opt(help="local (process pool) | ray.")] = "local",

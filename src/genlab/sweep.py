@@ -149,8 +149,9 @@ def parse_sweep(data: dict[str, Any], source: str = "sweep file") -> Sweep:
             except ConfigError as err:
                 raise ConfigError(f"{source}: run {name}: {err}") from None
             runs.append(SweepRun(name=name, settings=settings, varying=varying))
-    names = [r.name for r in runs]
-    dup = next((n for n in names if names.count(n) > 1), None)
+    from collections import Counter
+
+    dup = next((n for n, count in Counter(r.name for r in runs).items() if count > 1), None)
     if dup is not None:
         raise ConfigError(f"{source}: two runs are both named {dup!r} (same varying settings); give each [[runs]] "
                           f"entry a distinct name = \"...\"")
@@ -171,8 +172,9 @@ def read_sweep(path: str | Path) -> Sweep:
     from genlab.config import read_config_file
 
     path = Path(path)
-    sweep = parse_sweep(read_config_file(path), source=f"sweep file {path}")
-    if sweep.name == "sweep" and "name" not in read_config_file(path).get("sweep", {}):
+    data = read_config_file(path)
+    sweep = parse_sweep(data, source=f"sweep file {path}")
+    if "name" not in data.get("sweep", {}):  # default name: the file's stem
         sweep.name = path.stem
     return sweep
 
