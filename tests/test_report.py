@@ -207,3 +207,22 @@ def test_certificate_report_with_its_stage_runs(tmp_path):
     text = " ".join(page.text)
     assert f"{100 * cert['bound']:.2f}%" in text and "occam_kl" in text and "genlab verify" in text
     assert len(page.images) >= 2  # each stage's training curves
+
+
+def test_reproduce_all_command_exit_status(tmp_path, monkeypatch, capsys):
+    import genlab.experiments as ex
+
+    def fake(name, out, quick=False, quiet=False):
+        if name == "vl-eos":
+            raise ValueError("diverged at step 3")
+        r = fake_reproduction(Path(out))
+        r.details["setting"] = "quick"
+        write_results(out, r)
+        return r
+
+    monkeypatch.setattr(ex, "reproduce", fake)
+    assert main(["reproduce", "all", "--quick", "--out", str(tmp_path), "-q"]) == 1
+    out, err = capsys.readouterr()
+    assert "vl-eos: FAILED (ValueError: diverged at step 3)" in out and f"wrote {tmp_path / 'report.html'}" in out
+    assert err.strip() == ("genlab: error: 1 reproduction(s) failed to run (vl-eos); the report shows their errors, "
+                           "rerun the same command to retry them")
