@@ -261,6 +261,7 @@ def reproduce_cmd(
 
     `all` runs the five into OUT/NAME (reusing finished ones) and writes the self-contained page OUT/report.html.
     """
+    from genlab.errors import PartialFailure
     from genlab.experiments import reproduce
 
     out = out or Path("reproductions") / (name + ("-quick" if quick else ""))
@@ -274,10 +275,8 @@ def reproduce_cmd(
         print(f"wrote {record['report']} ({record['wall_time_s'] / 60:.1f} min)")
         failed = [k for k, e in record["results"].items() if "error" in e]
         if failed:
-            err = GenlabError(f"{len(failed)} reproduction(s) failed to run ({', '.join(failed)}); the report shows "
-                              f"their errors, rerun the same command to retry them")
-            err.exit_code = 1
-            raise err
+            raise PartialFailure(f"{len(failed)} reproduction(s) failed to run ({', '.join(failed)}); the report "
+                                 f"shows their errors, rerun the same command to retry them")
         return
     r = reproduce(name, out, quick=quick, quiet=quiet)
     print(f"{name}: {r.verdict} -- {r.claim}")
@@ -299,21 +298,20 @@ def sweep_cmd(
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Run a grid of training runs; skips complete ones, resumes interrupted ones, writes OUT/sweep.csv and .json."""
-    from genlab.errors import GenlabError as _Err
+    from genlab.errors import PartialFailure
     from genlab.sweep import read_sweep, run_sweep
 
     sweep = read_sweep(file)
     table = run_sweep(sweep, out, jobs=jobs, backend=backend, address=address, cpus_per_run=cpus_per_run,
                       gpus_per_run=gpus_per_run, quiet=quiet)
     counts = table["counts"]
-    where = Path(out or sweep.out or Path("runs") / sweep.name)
+    where = Path(table["out"])
     print(f"sweep {sweep.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
           + f" ({table['wall_time_s']:.1f} s); wrote {where / 'sweep.csv'} and {where / 'sweep.json'}")
     bad = counts.get("failed", 0) + counts.get("diverged", 0)
     if bad:
-        err = _Err(f"{bad} of {len(table['runs'])} runs failed or diverged; their errors are in {where / 'sweep.csv'}")
-        err.exit_code = 1
-        raise err
+        raise PartialFailure(f"{bad} of {len(table['runs'])} runs failed or diverged; their errors are in "
+                             f"{where / 'sweep.csv'}")
 
 
 @app.command("report")

@@ -29,6 +29,17 @@ class CheckpointError(GenlabError):
     """A checkpoint or run directory is missing, corrupt, or from other settings."""
 
 
+class PartialFailure(GenlabError):
+    """Some of several independent jobs (runs of a sweep, reproductions) failed; the others' results were kept."""
+
+    exit_code = 1
+
+
+def error_line(err: BaseException) -> str:
+    """``"TypeName: message"`` of an unexpected exception on one line (for tables and reports)."""
+    return " ".join(f"{type(err).__name__}: {err}".split())
+
+
 class DivergenceError(GenlabError):
     """Training produced a non-finite loss; the last good checkpoint was kept."""
 

@@ -53,9 +53,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from genlab.errors import ConfigError, GenlabError
+from genlab.errors import ConfigError, GenlabError, error_line
 from genlab.train.loop import StopOnSignals, TrainingInterrupted
-from genlab.jsonio import jsonable, write_json_atomic
+from genlab.jsonio import jsonable, write_json_atomic, write_text_atomic
 
 SECTIONS = ("sweep", "base", "grid", "runs")
 SWEEP_KEYS = ("name", "out", "jobs", "cpus_per_run", "gpus_per_run")
@@ -233,7 +233,7 @@ def execute_run(name: str, settings: dict[str, Any], path: str, threads: int) ->
     except GenlabError as err:
         row["error"] = str(err)
     except Exception as err:  # noqa: BLE001 -- a crash of one run is reported in its row, the sweep goes on
-        row["error"] = " ".join(f"{type(err).__name__}: {err}".split())
+        row["error"] = error_line(err)
     row["sweep_time_s"] = time.perf_counter() - t0
     row["torch_threads"] = torch.get_num_threads()
     row.update(_summary_row(Path(path)))
@@ -255,19 +255,16 @@ class SweepTable:
         self.rows = {r.name: {"run": r.name, "status": "pending", **r.varying, "error": None} for r in sweep.runs}
         self.t0 = time.perf_counter()
 
-    def set(self, name: str, row: dict[str, Any]) -> None:
-        """Record a run's row (its varying settings are kept)."""
-        run = next(r for r in self.sweep.runs if r.name == name)
-        self.rows[name] = {"run": name, "status": row.get("status"), **run.varying,
-                           **{k: v for k, v in row.items() if k not in ("run", "status")}}
-        self.write()
+    def set(self, run: SweepRun, row: dict[str, Any]) -> None:
+        """Record a run's row (its varying settings are kept); :meth:`write` saves the table."""
+        self.rows[run.name] = {"run": run.name, "status": row.get("status"), **run.varying,
+                               **{k: v for k, v in row.items() if k not in ("run", "status")}}
 
     def counts(self) -> dict[str, int]:
         """How many runs have each status."""
-        out: dict[str, int] = {}
-        for row in self.rows.values():
-            out[row["status"]] = out.get(row["status"], 0) + 1
-        return out
+        from collections import Counter
+
+        return dict(Counter(row["status"] for row in self.rows.values()))
 
     def columns(self) -> list[str]:
         """``run``, ``status``, the varying settings, the summary figures (first-seen order), ``error`` last."""
@@ -276,22 +273,21 @@ class SweepTable:
             cols += [k for k in row if k not in cols and k != "error"]
         return cols + ["error"]
 
-    def write(self) -> None:
-        """Rewrite the CSV and JSON tables."""
+    def write(self) -> dict[str, Any]:
+        """Rewrite the CSV and JSON tables; returns the JSON table as written."""
         self.out.mkdir(parents=True, exist_ok=True)
         rows = [self.rows[r.name] for r in self.sweep.runs]
-        write_json_atomic(self.out / "sweep.json", {
-            "sweep": self.sweep.name, "backend": self.backend, "jobs": self.jobs,
-            "wall_time_s": time.perf_counter() - self.t0, "counts": self.counts(), "runs": rows})
+        table = jsonable({"sweep": self.sweep.name, "out": str(self.out), "backend": self.backend, "jobs": self.jobs,
+                          "wall_time_s": time.perf_counter() - self.t0, "counts": self.counts(), "runs": rows})
+        write_json_atomic(self.out / "sweep.json", table)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=self.columns(), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if v is None else json.dumps(v) if isinstance(v, (dict, list)) else v)
                              for k, v in jsonable(row).items()})
-        tmp = self.out / "sweep.csv.tmp"
-        tmp.write_text(buf.getvalue(), encoding="utf-8")
-        os.replace(tmp, self.out / "sweep.csv")
+        write_text_atomic(self.out / "sweep.csv", buf.getvalue())
+        return table
 
 
 # -------------------------------------------------------------------------------------------- backends
@@ -353,7 +349,7 @@ def _collect(future, run: SweepRun, done: Callable) -> str:
     try:
         row = future.result()
     except Exception as err:  # noqa: BLE001 -- a worker that died (out of memory, killed): that run failed
-        row = {"run": run.name, "status": "failed", "error": " ".join(f"{type(err).__name__}: {err}".split())}
+        row = {"run": run.name, "status": "failed", "error": error_line(err)}
     done(run, row)
     return row["status"]
 
@@ -390,8 +386,7 @@ def _run_ray(todo: list[tuple[SweepRun, Path]], address: str | None, jobs: int |
                     try:
                         row = ray.get(ref)
                     except Exception as err:  # noqa: BLE001 -- a task whose worker died
-                        row = {"run": refs[ref].name, "status": "failed",
-                               "error": " ".join(f"{type(err).__name__}: {err}".split())[:500]}
+                        row = {"run": refs[ref].name, "status": "failed", "error": error_line(err)[:500]}
                     done(refs[ref], row)
                     interrupted |= row.get("status") == "interrupted"
                 if stop.requested and not interrupted:
@@ -450,8 +445,7 @@ def run_sweep(sweep: Sweep | str | Path, out: str | Path | None = None, *, jobs:
     for run in sweep.runs:
         path = out / run.name
         if run_is_complete(path, run.settings):
-            table.rows[run.name] = {"run": run.name, "status": "skipped", **run.varying, **_summary_row(path),
-                                    "error": None}
+            table.set(run, {"status": "skipped", **_summary_row(path), "error": None})
         else:
             todo.append((run, path))
     table.write()
@@ -461,7 +455,8 @@ def run_sweep(sweep: Sweep | str | Path, out: str | Path | None = None, *, jobs:
               f"({backend}{'' if backend == 'ray' else f', {jobs or 1} at a time'}) -> {out}", file=sys.stderr)
 
     def done(run: SweepRun, row: dict[str, Any]) -> None:
-        table.set(run.name, row)
+        table.set(run, row)
+        table.write()
         finished[0] += 1
         if not quiet:
             acc = row.get("test_accuracy")
@@ -476,10 +471,10 @@ def run_sweep(sweep: Sweep | str | Path, out: str | Path | None = None, *, jobs:
         complete = _run_local(todo, n_jobs, threads, done)
     else:
         complete = _run_ray(todo, address, jobs, cpus if cpus is not None else 1, gpus, done)
-    table.write()
+    result = table.write()
     if not complete:
         counts = table.counts()
         raise TrainingInterrupted(f"sweep interrupted: {counts.get('complete', 0) + counts.get('skipped', 0)} of "
                                   f"{total} runs complete, table in {out / 'sweep.csv'}; rerun the same command to "
                                   f"complete only the missing runs")
-    return json.loads((out / "sweep.json").read_text(encoding="utf-8"))
+    return result

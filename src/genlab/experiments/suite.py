@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, error_line
 from genlab.jsonio import write_json_atomic
 
 # the order of the page: the bound first, then noise, then curvature
@@ -85,7 +85,7 @@ def reproduce_all(out: str | Path, quick: bool = False, quiet: bool = False,
             except KeyboardInterrupt:
                 raise
             except Exception as err:  # noqa: BLE001 -- one failed reproduction is reported, the others still run
-                entry["error"] = " ".join(f"{type(err).__name__}: {err}".split())
+                entry["error"] = error_line(err)
                 entry["traceback"] = traceback.format_exc()
         entry["wall_time_s"] = time.perf_counter() - start
         if "error" not in entry:
@@ -119,7 +119,7 @@ def write_suite_report(out: Path, record: dict[str, Any]) -> Path:
                      "expected (min)": expected_minutes(name, record["setting"] == "quick"),
                      "reused": "yes" if entry.get("reused") else ""})
         if "error" in entry:
-            sections.append(Section(title=title, anchor=anchor, verdict="did not hold").add(
+            sections.append(Section(title=title, anchor=anchor, verdict="failed to run").add(
                 f"<p><b>The reproduction failed to run:</b> {esc(entry['error'])}</p>",
                 f"<pre>{esc(entry.get('traceback', ''))}</pre>"))
         else:

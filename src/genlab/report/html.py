@@ -11,7 +11,6 @@ import base64
 import html
 import io
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -156,9 +155,8 @@ def page_html(title: str, sections: Iterable[Section], intro: str = "", footer: 
 
 def write_page(path: str | Path, text: str) -> Path:
     """Write the page atomically; returns its path."""
+    from genlab.jsonio import write_text_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, text)
