@@ -34,48 +34,33 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
 
+from genlab.batching import take
 from genlab.curvature.jacobian import jacobian_norms
 from genlab.objective import Objective
-
-
-def output_hessian_sqrt(out: torch.Tensor, loss: str) -> torch.Tensor:
-    """``C_i^1/2`` per example, ``(B, k, k)``: identity for MSE, the square root of ``diag(p) - p p^T`` for CE."""
-    B, k = out.shape
-    if loss == "mse":
-        return torch.eye(k, dtype=out.dtype, device=out.device).expand(B, k, k)
-    p = torch.softmax(out, dim=-1)
-    C = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-    vals, vecs = torch.linalg.eigh(C)
-    return vecs @ torch.diag_embed(vals.clamp_min(0).sqrt()) @ vecs.transpose(1, 2)
 
 
 def per_sample_gauss_newton_tops(objective: Objective, max_entries: int = 20_000_000) -> torch.Tensor:
     """``lambda_max(C_i^1/2 J_i J_i^T C_i^1/2)`` for every training point (``J_i``: parameter Jacobian of the outputs).
 
-    Computed in chunks of at most ``max_entries`` Jacobian entries (``B x k x d``).
+    ``C_i^1/2`` comes from the loss (``output_hessian_sqrt``, :mod:`genlab.losses`). Computed in chunks of at
+    most ``max_entries`` Jacobian entries (``B x k x d``).
     """
     obj = objective
-    params = {k: p.detach() for k, p in obj.params().items()}
-    buffers = obj.buffers()
-    d = sum(p.numel() for p in params.values())
-    k = obj.forward(obj.x[:1]).shape[1]
+    d = obj.num_params()
+    k = obj.num_outputs()
     step = max(1, min(obj.batch_size, max_entries // max(k * d, 1)))
-
-    def f(p, xi):
-        return functional_call(obj.model, ({**buffers, **p},), (xi.unsqueeze(0),)).squeeze(0)
-
     tops = []
-    with obj.eval_mode(), torch.no_grad():
-        for start in range(0, obj.n, step):
-            xb = obj.x[start:start + step]
-            with torch.enable_grad():
-                J = vmap(jacrev(f), in_dims=(None, 0))(params, xb)
-            Jm = torch.cat([t.reshape(len(xb), k, -1) for t in J.values()], dim=2)   # (B, k, d)
-            K = Jm @ Jm.transpose(1, 2)                                               # (B, k, k)
-            S = output_hessian_sqrt(obj.forward(xb), obj.loss_name)
-            tops.append(torch.linalg.eigvalsh(S @ K @ S)[:, -1])
+    with torch.no_grad():
+        for xb, yb in obj.chunks():
+            for start in range(0, len(yb), step):
+                xs, ys = take(xb, slice(start, start + step)), yb[start:start + step]
+                with torch.enable_grad():
+                    Jm = obj.output_jacobians(xs)                                     # (B, k, d)
+                K = Jm @ Jm.transpose(1, 2)                                           # (B, k, k)
+                with obj.eval_mode():
+                    S = obj.loss_fn.output_hessian_sqrt(obj.forward(xs), ys)
+                tops.append(torch.linalg.eigvalsh(S @ K @ S)[:, -1])
     return torch.cat(tops)
 
 
@@ -105,7 +90,7 @@ def jacobian_terms(objective: Objective, test_objective: Objective | None = None
     out["per_sample_gauss_newton_max"] = float(tops.max())
     out["per_sample_gauss_newton_bound"] = float(tops.max()) / n
     layer = first_linear_layer(obj.model)
-    if layer is not None and obj.loss_name == "mse":
+    if layer is not None and obj.loss_fn.identity_output_hessian:
         x_norm = obj.x.reshape(n, -1).norm(dim=1)
         w1 = float(torch.linalg.matrix_norm(layer.weight.detach(), ord=2))
         terms = (x_norm ** 2) * train_norms.spectral ** 2

@@ -77,8 +77,7 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
     run = load_run(run_dir, device=device)
     base = run.objective
     model = run.model.to(getattr(torch, dtype))
-    obj = Objective(model, base.x, base.y, loss=base.loss_name, batch_size=base.batch_size,
-                    classification=base.classification)
+    obj = base.with_model(model)
     gen = torch.Generator().manual_seed(seed)
     H = HessianOperator(obj)
     top = lanczos(H, min(top_k, H.dim), tol=tol, max_iter=max(300, 10 * top_k), generator=gen)
@@ -112,8 +111,7 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         from genlab.bounds.jacobian import jacobian_terms
 
         test = run.test_objective
-        test_obj = Objective(model, test.x, test.y, loss=test.loss_name, batch_size=test.batch_size,
-                             classification=test.classification)
+        test_obj = test.with_model(model)
         gn_top = result["gauss_newton"]["top_eigenvalues"][0] if gauss_newton else None
         result["jacobian"] = jacobian_terms(obj, test_obj, gauss_newton_top=gn_top,
                                             hessian_top=result["top_eigenvalues"][0])

@@ -31,12 +31,16 @@ class JacobianNorms:
 
 def jacobian_norms(objective: Objective, x: torch.Tensor | None = None, params: Params | None = None,
                    batch_size: int | None = None) -> JacobianNorms:
-    """Frobenius and spectral norms of ``d f(x_i)/d x_i`` for every row of ``x`` (default: the training set)."""
-    x = objective.x if x is None else x
-    step = batch_size or objective.batch_size
+    """Frobenius and spectral norms of ``d f(x_i)/d x_i`` for every row of ``x`` (default: the training set,
+    streamed batch by batch)."""
+    if x is None:
+        blocks = (xb for xb, _ in objective.chunks())
+    else:
+        step = batch_size or objective.batch_size
+        blocks = (x[start:start + step] for start in range(0, len(x), step))
     fro, spec = [], []
-    for start in range(0, len(x), step):
-        J = objective.input_jacobian(x[start:start + step], params)
+    for xb in blocks:
+        J = objective.input_jacobian(xb, params)
         J = J.reshape(J.shape[0], J.shape[1], -1)
         fro.append(torch.linalg.matrix_norm(J, ord="fro").detach())
         spec.append(torch.linalg.matrix_norm(J, ord=2).detach())

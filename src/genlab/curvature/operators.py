@@ -12,8 +12,9 @@ the Objective's mini-batches, in eval mode.
   the first-order graph of every chunk is built once and each product is one
   extra backward pass through it, about half the cost of rebuilding it.
 * :class:`GaussNewtonOperator`: ``G = (1/n) sum_i J_i^T H_out,i J_i`` (``J_i`` the
-  parameter Jacobian of the outputs, ``H_out`` the loss Hessian in the outputs:
-  the identity for ``0.5 ||f - y||^2``, ``diag(p) - p p^T`` for cross-entropy).
+  parameter Jacobian of the outputs, ``H_out`` the loss Hessian in the outputs,
+  which the loss provides (:mod:`genlab.losses`): the identity for ``0.5 ||f - y||^2``,
+  ``diag(p) - p p^T`` for cross-entropy).
 * :class:`EmpiricalFisherOperator`: ``F = (1/n) sum_i g_i g_i^T`` from per-sample gradients.
 * :class:`PreconditionedOperator`: ``P^-1/2 A P^-1/2`` for a diagonal ``P``, whose
   eigenvalues are those of ``P^-1 A`` (the preconditioned sharpness of Adam).
@@ -36,8 +37,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from torch.func import functional_call, jvp, vjp
-
 from genlab.objective import Objective, Params, params_to_vector, vector_to_params
 
 # Above this many (examples x parameters) the cached double-backward graphs would
@@ -101,6 +100,7 @@ class _ObjectiveOperator(CurvatureOperator):
         self.objective = objective
         self.params = {k: p.detach().clone() for k, p in src.items()}
         self.indices = indices
+        objective.check_deterministic()  # a loader must give the same batches on every pass
         self.n = objective.n if indices is None else len(indices)
         first = next(iter(self.params.values()))
         super().__init__(sum(p.numel() for p in self.params.values()), first.dtype, objective.device)
@@ -123,7 +123,8 @@ class HessianOperator(_ObjectiveOperator):
         indices: a subset of the training points (default: all).
         cache_graph: keep each chunk's gradient graph between products (one backward
             per product instead of a forward and two backwards). ``None`` (default)
-            caches when ``n x d`` is below :data:`CACHE_GRAPH_LIMIT`.
+            caches for in-memory data when ``n x d`` is below :data:`CACHE_GRAPH_LIMIT`;
+            data streamed from a loader is never cached (one batch's graph at a time).
 
     Also computes, for free, the mean loss and gradient at ``params``
     (:attr:`loss`, :attr:`gradient`) when the graph is cached.
@@ -133,7 +134,7 @@ class HessianOperator(_ObjectiveOperator):
                  cache_graph: bool | None = None):
         super().__init__(objective, params, indices)
         if cache_graph is None:
-            cache_graph = self.n * self.dim <= CACHE_GRAPH_LIMIT
+            cache_graph = objective.in_memory and self.n * self.dim <= CACHE_GRAPH_LIMIT
         self.cache_graph = bool(cache_graph)
         self._graphs: list[tuple[torch.Tensor, ...]] = []
         self.loss: float | None = None
@@ -147,8 +148,7 @@ class HessianOperator(_ObjectiveOperator):
         total, grad_sum = 0.0, None
         with obj.eval_mode():
             for xb, yb in obj.chunks(self.indices):
-                loss_sum = obj.batch_loss(xb, yb, self._wrt, reduction="sum")
-                grads = torch.autograd.grad(loss_sum, list(self._wrt.values()), create_graph=True)
+                loss_sum, grads = obj.batch_hvp_graph(xb, yb, self._wrt)
                 self._graphs.append(grads)
                 flat = torch.cat([g.detach().reshape(-1) for g in grads])
                 grad_sum = flat if grad_sum is None else grad_sum + flat
@@ -173,36 +173,11 @@ class HessianOperator(_ObjectiveOperator):
         self._graphs, self.cache_graph = [], False
 
 
-def output_hessian_product(out: torch.Tensor, u: torch.Tensor, loss: str) -> torch.Tensor:
-    """``H_out u`` per example: the Hessian of the per-example loss in the model outputs, times ``u``.
-
-    ``mse`` (``0.5 ||f - y||^2``): the identity. ``ce``: ``diag(p) - p p^T`` with
-    ``p = softmax(f)``. Both are positive semi-definite, so the Gauss-Newton matrix is.
-    """
-    if loss == "mse":
-        return u
-    p = torch.softmax(out, dim=-1)
-    return p * u - p * (p * u).sum(dim=-1, keepdim=True)
-
-
 class GaussNewtonOperator(_ObjectiveOperator):
     """Generalised Gauss-Newton ``G = (1/n) sum_i J_i^T H_out,i J_i`` (eval mode), one JVP + one VJP per chunk."""
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
-        obj, vd = self.objective, self.split(v)
-        buffers = obj.buffers()
-        out = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
-        with obj.eval_mode():
-            for xb, _ in obj.chunks(self.indices):
-
-                def f(p, xb=xb):
-                    return functional_call(obj.model, ({**buffers, **p},), (xb,))
-
-                outputs, jv = jvp(f, (self.params,), (vd,))
-                _, pullback = vjp(f, self.params)
-                (g,) = pullback(output_hessian_product(outputs, jv, obj.loss_name))
-                out += params_to_vector(g)
-        return out / self.n
+        return params_to_vector(self.objective.ggn_product(self.split(v), self.params, self.indices))
 
 
 class EmpiricalFisherOperator(_ObjectiveOperator):

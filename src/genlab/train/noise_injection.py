@@ -34,13 +34,10 @@ def noisy_gradient(kind: str, sigma: float, objective: Objective, indices: torch
         return objective.accumulate_grad(indices)
     gen = _generator(seed, step, 1)
     if kind == "label":
-        classes = objective.classification and not objective.y.is_floating_point()
-        if classes:
-            with torch.no_grad(), objective.eval_mode():  # eval: no dropout draws from the global RNG
-                k = objective.forward(objective.x[:1]).shape[-1]  # number of classes
+        k = objective.num_outputs() if objective.classification else 0  # eval mode: no dropout RNG draws
 
         def transform(y: torch.Tensor) -> torch.Tensor:
-            if classes:
+            if k and not y.is_floating_point():  # class indices
                 flip = torch.rand(y.shape, generator=gen) < sigma
                 other = torch.randint(0, k, y.shape, generator=gen)
                 return torch.where(flip.to(y.device), other.to(y), y)
