@@ -192,11 +192,11 @@ class EmpiricalFisherOperator(_ObjectiveOperator):
         return out / self.n
 
 
-def flat_per_sample_grads(objective: Objective, x: torch.Tensor, y: torch.Tensor,
+def flat_per_sample_grads(objective: Objective, x, y: torch.Tensor,
                           params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Per-sample gradients of a batch as one ``(B, d)`` matrix (parameter order of the Objective)."""
     g = objective.per_sample_grads(x, y, dict(params) if params is not None else None)
-    return torch.cat([t.reshape(len(x), -1) for t in g.values()], dim=1)
+    return torch.cat([t.reshape(len(y), -1) for t in g.values()], dim=1)
 
 
 class PreconditionedOperator(CurvatureOperator):
