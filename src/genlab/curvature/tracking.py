@@ -23,6 +23,14 @@ Jacobian norm summaries and ``gradcov_trace``; for Adam
 
 The warm-start vectors live in memory only: after a resume the first
 measurement starts cold (same values to ``tol``, more products).
+
+In a plain PyTorch loop (no run directory)::
+
+    tracker = SharpnessTracker(objective, every=25)
+    for step in range(steps):
+        ...; optimizer.step()
+        tracker.after_step(optimizer)        # measures at steps 25, 50, ...; returns the record or None
+    tracker.history                          # [{"step": 25, "sharpness": ..., ...}, ...]
 """
 
 from __future__ import annotations
@@ -38,7 +46,9 @@ from genlab.curvature.lanczos import lanczos
 from genlab.curvature.operators import HessianOperator, PreconditionedOperator
 from genlab.curvature.trace import hutchpp
 from genlab.seeding import keyed_generator
+from genlab.objective import Objective
 from genlab.train.callbacks import Callback, TrainState
+from genlab.train.plugins import BuildContext, register_plugin_factory
 
 
 def stability_threshold(optimizer: torch.optim.Optimizer) -> float:
@@ -106,9 +116,24 @@ class SharpnessTracker(Callback):
         subset: measure on the first ``subset`` training points instead of all.
     """
 
-    def __init__(self, every: int, top_k: int = 1, tol: float = 1e-4, max_iter: int = 100,
-                 trace_matvecs: int = 0, jacobian: bool = False, gradcov: bool = False, subset: int | None = None,
-                 error: str = "gap", min_iter: int = 4):
+    state_key = "sharpness"
+    resumable_settings = ("every", "top_k", "tol", "max_iter", "trace_matvecs", "jacobian", "gradcov", "subset",
+                          "error", "min_iter")  # it measures; it never changes the trajectory
+
+    def __init__(self, *args: int | Objective, every: int | None = None, top_k: int = 1, tol: float = 1e-4,
+                 max_iter: int = 100, trace_matvecs: int = 0, jacobian: bool = False, gradcov: bool = False,
+                 subset: int | None = None, error: str = "gap", min_iter: int = 4, seed: int = 0):
+        # SharpnessTracker(objective, every=25) in a plain loop; SharpnessTracker(25) as a fit() plugin
+        self.objective: Objective | None = None
+        for arg in args:
+            if isinstance(arg, Objective) and self.objective is None:
+                self.objective = arg
+            elif isinstance(arg, int) and every is None:
+                every = arg
+            else:
+                raise TypeError("SharpnessTracker(every, ...) or SharpnessTracker(objective, every=N, ...)")
+        if every is None:
+            raise ValueError("SharpnessTracker: give every (steps between measurements)")
         if every < 1 or top_k < 1:
             raise ValueError("every and top_k must be >= 1")
         self.every, self.top_k, self.tol, self.max_iter = int(every), int(top_k), float(tol), int(max_iter)
@@ -118,6 +143,29 @@ class SharpnessTracker(Callback):
         self._pre_vectors: torch.Tensor | None = None
         self.measurements = 0
         self.total_hvps = 0
+        self.seed = seed
+        self.history: list[dict[str, Any]] = []
+        self._steps = 0
+
+    def settings(self) -> dict[str, Any]:
+        return {"every": self.every, "top_k": self.top_k, "tol": self.tol, "max_iter": self.max_iter,
+                "trace_matvecs": self.trace_matvecs, "jacobian": self.jacobian, "gradcov": self.gradcov,
+                "subset": self.subset, "error": self.error, "min_iter": self.min_iter}
+
+    # ---------------------------------------------------------- a plain loop
+    def after_step(self, optimizer: torch.optim.Optimizer, step: int | None = None) -> dict[str, Any] | None:
+        """In your own loop, after ``optimizer.step()``: count the step (or take ``step``, 1-based) and measure
+        every ``every`` steps; returns the measurement (also appended to :attr:`history`) or ``None``."""
+        if self.objective is None:
+            raise ValueError("after_step needs the tracker built as SharpnessTracker(objective, every=N)")
+        self._steps = self._steps + 1 if step is None else int(step)
+        if self._steps % self.every != 0:
+            return None
+        state = TrainState(model=self.objective.model, optimizer=optimizer, objective=self.objective,
+                           seed=self.seed, step=self._steps)
+        record = {"step": self._steps, **self.measure(state)}
+        self.history.append(record)
+        return record
 
     # -------------------------------------------------------------- callbacks
     def on_train_start(self, state: TrainState, resumed: bool) -> None:
@@ -137,7 +185,7 @@ class SharpnessTracker(Callback):
 
     # ------------------------------------------------------------ measuring
     def _generator(self, state: TrainState) -> torch.Generator:
-        return keyed_generator(getattr(state.config, "seed", 0), state.step, 7)
+        return keyed_generator(state.seed, state.step, 7)
 
     def measure(self, state: TrainState) -> dict[str, Any]:
         """Take one measurement now and add it to ``state.metrics``; returns what was added."""
@@ -190,3 +238,14 @@ class SharpnessTracker(Callback):
         self.total_hvps += res.matvecs
         state.metrics.update(out)
         return out
+
+
+def _tracker_plugins(ctx: BuildContext) -> list[Callback]:
+    c = ctx.config
+    if c.track_sharpness is None:
+        return []
+    return [SharpnessTracker(c.track_sharpness, top_k=c.track_top_k, trace_matvecs=c.track_trace,
+                             jacobian=c.track_jacobian)]
+
+
+register_plugin_factory("sharpness", _tracker_plugins, order=20)

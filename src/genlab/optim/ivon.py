@@ -36,6 +36,8 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from genlab.train.optimizers import OptimizerSpec, register_optimizer
+
 POSTERIORS = ("gaussian", "student-t")
 
 
@@ -337,3 +339,25 @@ def posterior_predictive(optimizer: _SampledGradientOptimizer, model: torch.nn.M
 
 
 __all__ = ["IVON", "VariationalGD", "POSTERIORS", "posterior_predictive", "vl_threshold", "variational_factor"]
+
+
+def _build_ivon(params, c, n_train):
+    ess = c.ess if c.ess is not None else n_train
+    if ess is None:
+        raise ValueError("IVON needs ess (or the training-set size to default to)")
+    return IVON(params, lr=c.lr, ess=ess, hess_init=c.hess_init, beta1=c.ivon_beta1, beta2=c.ivon_beta2,
+                weight_decay=c.weight_decay, mc_samples=c.mc_samples,
+                clip_radius=c.ivon_clip if c.ivon_clip is not None else math.inf, posterior=c.posterior, dof=c.dof,
+                seed=c.seed)
+
+
+def _build_vgd(params, c):
+    return VariationalGD(params, lr=c.lr, sigma=c.vgd_sigma, mc_samples=c.mc_samples, posterior=c.posterior,
+                         dof=c.dof, seed=c.seed)
+
+
+register_optimizer(OptimizerSpec("ivon", "IVON variational learning on mini-batches (--ess, --hess-init, "
+                                 "--mc-samples; full batch with --batch-size >= n)", False, _build_ivon,
+                                 uses_train_size=True))
+register_optimizer(OptimizerSpec("vgd", "full-batch variational GD: mean gradient at --mc-samples draws of "
+                                 "N(w, --vgd-sigma^2)", True, _build_vgd))

@@ -22,8 +22,14 @@ from collections.abc import Iterable
 
 import torch
 
+from genlab.bounds.infotheory import information_bound
+from genlab.curvature.gradcov import stacked_per_sample_grads
+from genlab.objective import Objective, params_to_vector
 from genlab.optim.noise import SHAPES, noise_covariance
 from genlab.seeding import keyed_generator
+from genlab.train.callbacks import Callback, TrainState
+from genlab.train.optimizers import OptimizerSpec, register_optimizer
+from genlab.train.plugins import BuildContext, register_plugin_factory
 
 
 class SGLD(torch.optim.Optimizer):
@@ -137,9 +143,6 @@ def step_inputs(optimizer: SGLD, objective, heldout_objective, indices: torch.Te
       each step. It depends on the trajectory so far but not on the training sample, which is what the
       chaining argument needs of the prior.
     """
-    from genlab.curvature.gradcov import stacked_per_sample_grads
-    from genlab.objective import params_to_vector
-
     out: dict[str, torch.Tensor] = {}
     size = cov_size or batch_size
     if optimizer.needs_per_sample_grads:
@@ -153,3 +156,82 @@ def step_inputs(optimizer: SGLD, objective, heldout_objective, indices: torch.Te
         held = _step_subset(seed, step, 2, heldout_objective.n, batch_size)
         out["prior_mean"] = params_to_vector(heldout_objective.grad(indices=held))
     return out
+
+
+class SGLDAccounting(Callback):
+    """The training plugin of SGLD: what :meth:`SGLD.step` needs each step, and the bound in the summary.
+
+    Each step it hands the optimizer the per-sample gradients its noise shape is estimated from and the
+    prior chain's drift (:func:`step_inputs`), and when the run stops it writes ``sgld_information`` and
+    Wang et al.'s ``sgld_error_gap_bound = sqrt(2 R^2 I / n)`` (0-1 error: ``R = 1/2``) to ``summary.json``.
+
+    Usable in a plain loop too: ``optimizer.step(**accounting.step_kwargs(state))`` with a
+    :class:`~genlab.train.callbacks.TrainState` holding the step and its indices.
+
+    Args:
+        heldout: an Objective on points independent of the training sample (the prior's data).
+        heldout_source: where those points come from (recorded in the summary).
+        batch_size: points per step for the prior's drift; cov: ``"heldout"`` or ``"batch"``; cov_size:
+            points the covariance is estimated on; bound: account the bound (one held-out gradient per step).
+    """
+
+    state_key = "sgld"
+
+    def __init__(self, heldout: Objective, heldout_source: str, *, batch_size: int, bound: bool = True,
+                 cov: str = "heldout", cov_size: int | None = None, noise: str = "isotropic"):
+        self.heldout, self.heldout_source = heldout, heldout_source
+        self.batch_size, self.bound, self.cov, self.cov_size, self.noise = batch_size, bound, cov, cov_size, noise
+
+    def settings(self) -> dict:
+        return {"batch_size": self.batch_size, "bound": self.bound, "cov": self.cov, "cov_size": self.cov_size}
+
+    def step_kwargs(self, state: TrainState) -> dict:
+        if getattr(state.optimizer, "needs_per_sample_grads", None) is None:
+            return {}
+        return step_inputs(state.optimizer, state.objective, self.heldout, state.indices, batch_size=self.batch_size,
+                           seed=state.seed, step=state.step, bound=self.bound, cov=self.cov, cov_size=self.cov_size)
+
+    def summary(self, state: TrainState) -> dict:
+        info = getattr(state.optimizer, "info", None)
+        if info is None or not self.bound:
+            return {}
+        out = {"sgld_information": info, "sgld_heldout": self.heldout_source}
+        if self.cov == "batch" and self.noise != "isotropic":
+            out["sgld_error_gap_bound"] = None
+            out["sgld_bound_note"] = ("no bound: Sigma_t was estimated on the training batch, so the prior "
+                                      "chain would depend on the sample (use sgld_cov heldout)")
+        else:
+            out["sgld_error_gap_bound"] = information_bound(info, state.objective.n, 0.5)
+        return out
+
+
+def heldout_objective(config, data, model, test_objective) -> tuple[Objective, str]:
+    """SGLD's held-out points and where they come from: the training split's points beyond ``n_train`` when
+    there are enough (independent of the training sample and of the test figures), else the test split."""
+    need = max(config.batch_size, config.sgld_cov_size or 0)
+    if data.x_heldout is not None and len(data.x_heldout) >= need:
+        return (Objective(model, data.x_heldout, data.y_heldout, loss=data.loss, batch_size=config.eval_batch_size,
+                          classification=data.task == "classification"),
+                f"{len(data.x_heldout)} training-split points beyond n_train")
+    return test_objective, f"the test split ({test_objective.n} points; the test figures reuse them)"
+
+
+def _build_sgld(params, c):
+    return SGLD(params, lr=c.lr, noise=c.sgld_noise, noise_trace=c.noise_trace, floor=c.noise_floor, seed=c.seed,
+                complete=c.sgld_completion)
+
+
+def _sgld_plugins(ctx: BuildContext) -> list[Callback]:
+    c = ctx.config
+    if c.optimizer not in ("sgld", "gld"):
+        return []
+    held, source = heldout_objective(c, ctx.data, ctx.model, ctx.test_objective)
+    return [SGLDAccounting(held, source, batch_size=c.batch_size, bound=c.sgld_bound, cov=c.sgld_cov,
+                           cov_size=c.sgld_cov_size, noise=c.sgld_noise)]
+
+
+register_optimizer(OptimizerSpec("sgld", "mini-batch SGLD with structured noise (--sgld-noise, --noise-trace)",
+                                 False, _build_sgld))
+register_optimizer(OptimizerSpec("gld", "full-batch gradient descent plus SGLD noise (C from a batch of "
+                                 "--batch-size points)", True, _build_sgld))
+register_plugin_factory("sgld", _sgld_plugins, order=5)

@@ -4,6 +4,14 @@ These are the noise structures of Shalova, Schlichting & Peletier (2024) near a 
 mini-batch noise is ``--optimizer sgd`` and dropout is the model's ``--dropout``. Each injection is a pure
 function of ``(seed, step)`` (no state to checkpoint), so a resumed run follows the same trajectory.
 
+:class:`NoiseInjection` is the training plugin: it wraps the step's gradient computation, so it works with
+every optimizer, closure optimizers (IVON, variational GD) included -- each posterior sample of a step gets
+its own draw, continuing the step's random stream. In a plain loop::
+
+    noise = NoiseInjection("label", 0.1, seed=0)
+    loss = noise.gradient(objective, step, indices)   # .grad of the noisy loss (call zero_grad first)
+    optimizer.step(); noise.after_step(model, step)
+
 * ``label`` (sigma): regression (MSE) targets get ``y + sigma * N(0, 1)`` afresh each step (Blanc et al.;
   Damian et al.; Li, Wang & Arora); classification labels are replaced, each with probability ``sigma``, by a
   uniformly drawn class.
@@ -19,6 +27,8 @@ import torch
 
 from genlab.objective import Objective
 from genlab.seeding import keyed_generator
+from genlab.train.callbacks import Callback, TrainState
+from genlab.train.plugins import BuildContext, register_plugin_factory
 
 KINDS = ("none", "label", "dropconnect", "anti-pgd")
 
@@ -27,11 +37,14 @@ def _generator(seed: int, step: int, salt: int) -> torch.Generator:
     return keyed_generator(seed, step, salt, 17)
 
 
-def noisy_gradient(kind: str, sigma: float, objective: Objective, indices: torch.Tensor | None, *, seed: int,
-                   step: int) -> float:
-    """Accumulate into ``.grad`` the gradient of the step's loss with the injection ``kind``; returns the loss."""
+def noisy_compute(kind: str, sigma: float, objective: Objective, compute, *, seed: int, step: int):
+    """Wrap ``compute(target_transform=None) -> loss`` (which accumulates the step's gradient into ``.grad``)
+    with the injection ``kind``. The draws of step ``step`` come from one generator keyed on ``(seed, step)``;
+    a wrapper called several times (several posterior samples) continues that stream."""
     if kind in ("none", "anti-pgd") or sigma == 0:
-        return objective.accumulate_grad(indices)
+        return compute
+    if kind not in KINDS:
+        raise ValueError(f"unknown noise {kind!r}; allowed: {', '.join(KINDS)}")
     gen = _generator(seed, step, 1)
     if kind == "label":
         k = objective.num_outputs() if objective.classification else 0  # eval mode: no dropout RNG draws
@@ -42,8 +55,13 @@ def noisy_gradient(kind: str, sigma: float, objective: Objective, indices: torch
                 other = torch.randint(0, k, y.shape, generator=gen)
                 return torch.where(flip.to(y.device), other.to(y), y)
             return y + sigma * torch.randn(y.shape, generator=gen, dtype=y.dtype).to(y.device)
-        return objective.accumulate_grad(indices, target_transform=transform)
-    if kind == "dropconnect":
+
+        def with_label_noise(target_transform=None):
+            both = transform if target_transform is None else (lambda y: transform(target_transform(y)))
+            return compute(target_transform=both)
+        return with_label_noise
+
+    def with_dropconnect(target_transform=None):
         params = [p for p in objective.model.parameters() if p.requires_grad]
         masks = [(torch.rand(p.shape, generator=gen) >= sigma).to(p) / (1 - sigma) for p in params]
         saved = [p.detach().clone() for p in params]
@@ -51,7 +69,7 @@ def noisy_gradient(kind: str, sigma: float, objective: Objective, indices: torch
             for p, m in zip(params, masks):
                 p.mul_(m)
         try:
-            loss = objective.accumulate_grad(indices)
+            loss = compute(target_transform=target_transform)
         finally:
             with torch.no_grad():
                 for p, w in zip(params, saved):
@@ -60,7 +78,15 @@ def noisy_gradient(kind: str, sigma: float, objective: Objective, indices: torch
             if p.grad is not None:
                 p.grad.mul_(m)
         return loss
-    raise ValueError(f"unknown noise {kind!r}; allowed: {', '.join(KINDS)}")
+    return with_dropconnect
+
+
+def noisy_gradient(kind: str, sigma: float, objective: Objective, indices: torch.Tensor | None, *, seed: int,
+                   step: int) -> float:
+    """Accumulate into ``.grad`` the gradient of the step's loss with the injection ``kind``; returns the loss."""
+    def compute(target_transform=None):
+        return objective.accumulate_grad(indices, target_transform=target_transform)
+    return noisy_compute(kind, sigma, objective, compute, seed=seed, step=step)()
 
 
 def after_step(kind: str, sigma: float, model: torch.nn.Module, *, seed: int, step: int) -> None:
@@ -74,3 +100,53 @@ def after_step(kind: str, sigma: float, model: torch.nn.Module, *, seed: int, st
                 xi_next = torch.randn(p.shape, generator=g_next, dtype=p.dtype).to(p.device)
                 xi_now = torch.randn(p.shape, generator=g_now, dtype=p.dtype).to(p.device)
                 p.add_(sigma * (xi_next - xi_now))
+
+
+class NoiseInjection(Callback):
+    """Training plugin: label noise, DropConnect or anti-PGD (module docstring), keyed on ``(seed, step)``.
+
+    Args:
+        kind: ``"label"``, ``"dropconnect"`` or ``"anti-pgd"`` (``"none"``: nothing).
+        sigma: label-noise std or flip probability, drop rate, or perturbation std.
+        seed: the run's seed (default: the loop's).
+    """
+
+    state_key = "noise"
+
+    def __init__(self, kind: str, sigma: float, seed: int | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"noise: unknown kind {kind!r}; allowed: {', '.join(KINDS)}")
+        if kind == "dropconnect" and not 0 <= sigma < 1:
+            raise ValueError(f"noise: the dropconnect drop rate must be in [0, 1) (got {sigma})")
+        self.kind, self.sigma, self.seed = kind, float(sigma), seed
+
+    def settings(self) -> dict:
+        return {"kind": self.kind, "sigma": self.sigma, "seed": self.seed}
+
+    def _seed(self, state: TrainState) -> int:
+        return state.seed if self.seed is None else self.seed
+
+    def wrap_gradient(self, state: TrainState, compute):
+        return noisy_compute(self.kind, self.sigma, state.objective, compute, seed=self._seed(state), step=state.step)
+
+    def after_optimizer_step(self, state: TrainState) -> None:
+        after_step(self.kind, self.sigma, state.model, seed=self._seed(state), step=state.step)
+
+    # ---------------------------------------------------------- a plain loop
+    def gradient(self, objective: Objective, step: int, indices: torch.Tensor | None = None, batch=None) -> float:
+        """In your own loop: accumulate the noisy gradient of step ``step`` into ``.grad``; returns the loss."""
+        def compute(target_transform=None):
+            return objective.accumulate_grad(indices, target_transform=target_transform, batch=batch)
+        return noisy_compute(self.kind, self.sigma, objective, compute, seed=self.seed or 0, step=step)()
+
+    def after_step(self, model: torch.nn.Module, step: int) -> None:
+        """In your own loop: what the injection does after ``optimizer.step()`` of step ``step`` (anti-PGD)."""
+        after_step(self.kind, self.sigma, model, seed=self.seed or 0, step=step)
+
+
+def _noise_plugins(ctx: BuildContext) -> list[Callback]:
+    c = ctx.config
+    return [NoiseInjection(c.noise, c.noise_sigma)] if c.noise != "none" and c.noise_sigma > 0 else []
+
+
+register_plugin_factory("noise", _noise_plugins, order=1)

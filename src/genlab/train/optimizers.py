@@ -2,9 +2,10 @@
 
 Each entry builds a ``torch.optim.Optimizer`` from the model's parameters and the
 run's :class:`~genlab.config.TrainConfig`. ``full_batch`` says whether a step uses
-the whole training set (GD) or a mini-batch. Later capabilities (SGLD, IVON, ...)
-register themselves here with :func:`register_optimizer`, so the loop, the
-checkpointing and the CLI need no change.
+the whole training set (GD) or a mini-batch. The noisy optimizers (SGLD, IVON, VGD)
+register themselves here from ``genlab.optim`` with :func:`register_optimizer` when
+the extensions are loaded (:mod:`genlab.registry`), so the loop, the checkpointing
+and the CLI know none of them by name.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+
+from genlab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -26,14 +29,14 @@ class OptimizerSpec:
     uses_train_size: bool = False  # build(params, config, n_train) instead of build(params, config)
 
 
-OPTIMIZERS: dict[str, OptimizerSpec] = {}
+OPTIMIZERS: dict[str, OptimizerSpec] = Registry()
 
 
 def register_optimizer(spec: OptimizerSpec) -> OptimizerSpec:
     """Add an optimizer to the registry (names are unique)."""
-    if spec.name in OPTIMIZERS:
+    if dict.__contains__(OPTIMIZERS, spec.name):  # no extension loading while extensions register
         raise ValueError(f"optimizer {spec.name!r} is registered already")
-    OPTIMIZERS[spec.name] = spec
+    dict.__setitem__(OPTIMIZERS, spec.name, spec)
     return spec
 
 
@@ -54,47 +57,6 @@ def _sgd(params, c):
 register_optimizer(OptimizerSpec("gd", "full-batch gradient descent (optional heavy-ball momentum)", True, _sgd))
 register_optimizer(OptimizerSpec("sgd", "mini-batch SGD (optional momentum, weight decay)", False, _sgd))
 register_optimizer(OptimizerSpec(
-    "adam", "Adam on mini-batches (momentum is beta1 when given, else 0.9)", False,
+    "adam", "Adam on mini-batches (--momentum is beta1, default 0.9)", False,
     lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay,
-                                       betas=(c.momentum or 0.9, 0.999))))
-
-
-def _sgld(params, c):
-    from genlab.optim.sgld import SGLD
-
-    return SGLD(params, lr=c.lr, noise=c.sgld_noise, noise_trace=c.noise_trace, floor=c.noise_floor, seed=c.seed,
-                complete=c.sgld_completion)
-
-
-register_optimizer(OptimizerSpec("sgld", "mini-batch SGLD with structured noise (--sgld-noise, --noise-trace)",
-                                 False, _sgld))
-register_optimizer(OptimizerSpec("gld", "full-batch gradient descent plus SGLD noise (C from a batch of "
-                                 "--batch-size points)", True, _sgld))
-
-
-def _ivon(params, c, n_train):
-    import math
-
-    from genlab.optim.ivon import IVON
-
-    ess = c.ess if c.ess is not None else n_train
-    if ess is None:
-        raise ValueError("IVON needs ess (or the training-set size to default to)")
-    return IVON(params, lr=c.lr, ess=ess, hess_init=c.hess_init, beta1=c.ivon_beta1, beta2=c.ivon_beta2,
-                weight_decay=c.weight_decay, mc_samples=c.mc_samples,
-                clip_radius=c.ivon_clip if c.ivon_clip is not None else math.inf, posterior=c.posterior, dof=c.dof,
-                seed=c.seed)
-
-
-def _vgd(params, c):
-    from genlab.optim.ivon import VariationalGD
-
-    return VariationalGD(params, lr=c.lr, sigma=c.vgd_sigma, mc_samples=c.mc_samples, posterior=c.posterior,
-                         dof=c.dof, seed=c.seed)
-
-
-register_optimizer(OptimizerSpec("ivon", "IVON variational learning on mini-batches (--ess, --hess-init, "
-                                 "--mc-samples; full batch with --batch-size >= n)", False, _ivon,
-                                 uses_train_size=True))
-register_optimizer(OptimizerSpec("vgd", "full-batch variational GD: mean gradient at --mc-samples draws of "
-                                 "N(w, --vgd-sigma^2)", True, _vgd))
+                                       betas=(0.9 if c.momentum is None else c.momentum, 0.999))))

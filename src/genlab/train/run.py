@@ -28,6 +28,7 @@ from genlab.errors import CheckpointError
 from genlab.models import build_model
 from genlab.objective import Objective
 from genlab.train.checkpoint import load_state_dict
+from genlab.train.plugins import transform_model
 from genlab.train.run_dir import RunDir
 
 
@@ -70,10 +71,7 @@ def make_model(config: TrainConfig, data: Dataset, device: torch.device) -> torc
     model = build_model(config.model, data.input_shape, data.output_dim, width=config.width, depth=config.depth,
                         dropout=config.dropout, activation=config.activation, batchnorm=config.batchnorm,
                         **config.model_options)
-    if config.intrinsic_dim is not None:  # subspace training: the model's only parameter is w (and a codebook)
-        from genlab.bounds.compression.subspace import subspace_model
-
-        model = subspace_model(config, model)
+    model = transform_model(config, model)  # e.g. subspace training: the only parameter is w (and a codebook)
     return model.to(device=device, dtype=getattr(torch, config.dtype))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from genlab.errors import ConfigError
 from genlab.train.callbacks import Callback, TrainState
+from genlab.train.plugins import BuildContext, register_plugin_factory
 
 
 def tensorboard_scalars(record: dict[str, Any]) -> dict[str, float]:
@@ -30,6 +31,9 @@ def tensorboard_scalars(record: dict[str, Any]) -> dict[str, float]:
 
 class TensorBoardLogger(Callback):
     """Writes each step's metrics to TensorBoard event files; runs after every other callback."""
+
+    state_key = "tensorboard"
+    resumable_settings = ("log_dir",)
 
     def __init__(self, log_dir):
         try:
@@ -65,3 +69,11 @@ class TensorBoardLogger(Callback):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _tensorboard_plugins(ctx: BuildContext) -> list[Callback]:
+    return [TensorBoardLogger(ctx.run_dir.path / "tensorboard")] if ctx.config.tensorboard else []
+
+
+# last (order 100, after the caller's callbacks too), so it sees every number the others added to the record
+register_plugin_factory("tensorboard", _tensorboard_plugins, order=100)

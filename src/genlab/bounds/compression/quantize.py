@@ -19,6 +19,7 @@ from torch import nn
 
 from genlab.errors import ConfigError
 from genlab.train.callbacks import Callback, TrainState
+from genlab.train.plugins import BuildContext, register_plugin_factory
 
 CODEBOOK_INITS = ("quantiles", "kmeans")
 KMEANS_ITERATIONS = 100
@@ -123,8 +124,13 @@ def progressive_fraction(step: int, total_steps: int, stages: int) -> float:
 class ProgressiveQuantization(Callback):
     """Grows the quantizer's mask at each stage boundary (a pure function of the step, so resumes agree)."""
 
+    state_key = "progressive_quantization"
+
     def __init__(self, stages: int):
         self.stages = stages
+
+    def settings(self) -> dict:
+        return {"stages": self.stages}
 
     def _update(self, state: TrainState) -> None:
         quantizer = state.model.quantizer
@@ -137,3 +143,10 @@ class ProgressiveQuantization(Callback):
 
     def on_step_end(self, state: TrainState) -> None:
         self._update(state)
+
+
+def _quantization_plugins(ctx: BuildContext) -> list[Callback]:
+    return [ProgressiveQuantization(ctx.config.quant_stages)] if ctx.config.quant_stages > 1 else []
+
+
+register_plugin_factory("progressive-quantization", _quantization_plugins, order=10)

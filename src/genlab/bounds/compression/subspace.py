@@ -30,7 +30,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from genlab.bounds.compression.quantize import Quantizer, init_codebook
 from genlab.errors import ConfigError
+from genlab.train.callbacks import Callback, TrainState
+from genlab.train.checkpoint import load_state_dict
+from genlab.train.plugins import BuildContext, register_model_transform, register_plugin_factory
+from genlab.train.run_dir import RunDir
 
 PROJECTIONS = ("dense", "sparse", "kron")
 SCALES = ("none", "fan-in")
@@ -257,8 +262,6 @@ def subspace_model(config, base: nn.Module) -> SubspaceModel:
     With ``quant_levels`` a :class:`~genlab.bounds.compression.quantize.Quantizer` is attached; its codebook is a
     placeholder until :func:`initialise_from_runs` fits it (or a checkpoint restores it).
     """
-    from genlab.bounds.compression.quantize import Quantizer
-
     seed = config.seed if config.projection_seed is None else config.projection_seed
     model = SubspaceModel(base, ProjectionSpec(config.projection, config.intrinsic_dim, seed,
                                                tuple(config.projection_groups), config.projection_scale))
@@ -271,9 +274,6 @@ def subspace_model(config, base: nn.Module) -> SubspaceModel:
 
 
 def _final_weights(path: str, what: str) -> dict[str, torch.Tensor]:
-    from genlab.train.checkpoint import load_state_dict
-    from genlab.train.run_dir import RunDir
-
     rd = RunDir(path)
     if not rd.model.is_file():
         raise ConfigError(f"{what} {path}: no finished run there (no {rd.model.name}); train it first")
@@ -286,8 +286,6 @@ def initialise_from_runs(config, model: nn.Module) -> None:
     Raises:
         ConfigError: a named run is missing or its weights do not fit this model.
     """
-    from genlab.bounds.compression.quantize import init_codebook
-
     if config.subspace_prior is not None:
         state = _final_weights(config.subspace_prior, "subspace_prior")
         base = model.base
@@ -318,3 +316,32 @@ def initialise_from_runs(config, model: nn.Module) -> None:
     if getattr(model, "quantizer", None) is not None:
         with torch.no_grad():
             model.quantizer.codebook.copy_(init_codebook(model.w, model.quantizer.levels, config.quant_init))
+
+
+class InitFromRuns(Callback):
+    """Training plugin: at the start of a fresh run, ``theta0`` from ``subspace_prior`` and the weights from
+    ``init_from`` (:func:`initialise_from_runs`)."""
+
+    state_key = "init_from_runs"
+
+    def __init__(self, config):
+        self.config = config
+
+    def settings(self) -> dict:
+        return {"init_from": self.config.init_from, "subspace_prior": self.config.subspace_prior}
+
+    def on_init(self, state: TrainState) -> None:
+        initialise_from_runs(self.config, state.model)
+
+
+def _init_plugins(ctx: BuildContext) -> list[Callback]:
+    c = ctx.config
+    return [InitFromRuns(c)] if c.init_from is not None or c.subspace_prior is not None else []
+
+
+def _subspace_transform(config, model: nn.Module) -> nn.Module:
+    return subspace_model(config, model) if config.intrinsic_dim is not None else model
+
+
+register_plugin_factory("init-from-runs", _init_plugins, order=0)
+register_model_transform("subspace", _subspace_transform)
