@@ -49,7 +49,8 @@ class TrainConfig(BaseModel):
     lr: float = Field(0.1, gt=0.0)
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="constant, or cosine decay from lr to 0 over the run's steps")
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    momentum: float | None = Field(None, ge=0.0, lt=1.0, description="heavy-ball momentum (gd, sgd; default 0) "
+                                                                     "or Adam's beta1 (default 0.9)")
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(64, ge=1)
     epochs: int | None = Field(None, ge=1)
@@ -116,6 +117,8 @@ class TrainConfig(BaseModel):
     track_jacobian: bool = Field(False, description="also track input-output Jacobian norms")
     # logging (does not change the trajectory)
     tensorboard: bool = Field(False, description="also write TensorBoard event files to RUN/tensorboard/")
+    # 2: momentum None means the optimizer's default (runs written before kept 0.0 for Adam's 0.9)
+    config_version: int = Field(2, ge=1, le=2, description="format of these settings (set by genlab)")
 
     @field_validator("dataset", "model", "optimizer")
     @classmethod
@@ -160,6 +163,30 @@ class TrainConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _no_settings_of_features_that_are_off(self) -> TrainConfig:
+        """A setting of a feature this run does not use would be ignored: refuse it (one line)."""
+        from genlab.train.optimizers import OPTIMIZERS
+
+        if self.optimizer not in OPTIMIZERS:
+            return self
+        mine = set(OPTIMIZERS[self.optimizer].settings)
+        owners: dict[str, list[str]] = {}
+        for name, spec in OPTIMIZERS.items():
+            for key in spec.settings:
+                owners.setdefault(key, []).append(name)
+        off = {k: f"optimizer {' / '.join(v)}" for k, v in owners.items() if k not in mine}
+        if self.noise == "none":
+            off["noise_sigma"] = "noise injection (noise label / dropconnect / anti-pgd)"
+        if self.track_sharpness is None:
+            off.update({k: "track_sharpness" for k in ("track_top_k", "track_trace", "track_jacobian")})
+        for key, feature in off.items():
+            if key in type(self).model_fields and getattr(self, key) != type(self).model_fields[key].get_default(
+                    call_default_factory=True):
+                raise ValueError(f"{key}: a setting of {feature}, which this run does not use (optimizer "
+                                 f"{self.optimizer}); remove it")
+        return self
+
+    @model_validator(mode="after")
     def _one_length(self) -> TrainConfig:
         if self.epochs is not None and self.steps is not None:
             raise ValueError("give epochs or steps, not both")
@@ -169,7 +196,7 @@ class TrainConfig(BaseModel):
     # changing the trajectory it follows (lengthening a run is allowed).
     RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("epochs", "steps", "eval_every", "checkpoint_every", "device",
                                           "eval_batch_size", "data_dir", "track_sharpness", "track_top_k",
-                                          "track_trace", "track_jacobian", "tensorboard")
+                                          "track_trace", "track_jacobian", "tensorboard", "config_version")
 
     def trajectory_fields(self) -> dict[str, Any]:
         """The settings that define the optimisation trajectory (for resume checks)."""

@@ -127,7 +127,7 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
 def _threshold(config) -> float | None:
     """``2 / lr`` (with heavy-ball momentum ``(2 + 2 beta) / lr``) for GD runs; ``None`` for others."""
     if config.optimizer == "gd":
-        return (2 + 2 * config.momentum) / config.lr
+        return (2 + 2 * (config.momentum or 0.0)) / config.lr
     return None
 
 

@@ -358,6 +358,9 @@ def _build_vgd(params, c):
 
 register_optimizer(OptimizerSpec("ivon", "IVON variational learning on mini-batches (--ess, --hess-init, "
                                  "--mc-samples; full batch with --batch-size >= n)", False, _build_ivon,
-                                 uses_train_size=True))
+                                 uses_train_size=True,
+                                 settings=("ess", "hess_init", "ivon_beta1", "ivon_beta2", "ivon_clip",
+                                           "weight_decay", "mc_samples", "posterior", "dof")))
 register_optimizer(OptimizerSpec("vgd", "full-batch variational GD: mean gradient at --mc-samples draws of "
-                                 "N(w, --vgd-sigma^2)", True, _build_vgd))
+                                 "N(w, --vgd-sigma^2)", True, _build_vgd,
+                                 settings=("vgd_sigma", "mc_samples", "posterior", "dof")))

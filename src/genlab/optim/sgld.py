@@ -230,8 +230,10 @@ def _sgld_plugins(ctx: BuildContext) -> list[Callback]:
                            cov_size=c.sgld_cov_size, noise=c.sgld_noise)]
 
 
+_SGLD_SETTINGS = ("sgld_noise", "noise_trace", "noise_floor", "sgld_cov", "sgld_completion", "sgld_cov_size",
+                  "sgld_bound")
 register_optimizer(OptimizerSpec("sgld", "mini-batch SGLD with structured noise (--sgld-noise, --noise-trace)",
-                                 False, _build_sgld))
+                                 False, _build_sgld, settings=_SGLD_SETTINGS))
 register_optimizer(OptimizerSpec("gld", "full-batch gradient descent plus SGLD noise (C from a batch of "
-                                 "--batch-size points)", True, _build_sgld))
+                                 "--batch-size points)", True, _build_sgld, settings=_SGLD_SETTINGS))
 register_plugin_factory("sgld", _sgld_plugins, order=5)

@@ -27,6 +27,9 @@ class OptimizerSpec:
     full_batch: bool
     build: Callable[..., torch.optim.Optimizer]
     uses_train_size: bool = False  # build(params, config, n_train) instead of build(params, config)
+    #: the TrainConfig settings this optimizer reads; a setting read by other optimizers only is refused
+    #: when it is given for this one (it would be ignored)
+    settings: tuple[str, ...] = ()
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = Registry()
@@ -51,12 +54,18 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], config, n_train: int |
 
 
 def _sgd(params, c):
-    return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum or 0.0, weight_decay=c.weight_decay)
 
 
-register_optimizer(OptimizerSpec("gd", "full-batch gradient descent (optional heavy-ball momentum)", True, _sgd))
-register_optimizer(OptimizerSpec("sgd", "mini-batch SGD (optional momentum, weight decay)", False, _sgd))
-register_optimizer(OptimizerSpec(
-    "adam", "Adam on mini-batches (--momentum is beta1, default 0.9)", False,
-    lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay,
-                                       betas=(0.9 if c.momentum is None else c.momentum, 0.999))))
+def _adam(params, c):
+    return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay,
+                            betas=(0.9 if c.momentum is None else c.momentum, 0.999))
+
+
+_PLAIN = ("momentum", "weight_decay")
+register_optimizer(OptimizerSpec("gd", "full-batch gradient descent (optional heavy-ball momentum)", True, _sgd,
+                                 settings=_PLAIN))
+register_optimizer(OptimizerSpec("sgd", "mini-batch SGD (optional momentum, weight decay)", False, _sgd,
+                                 settings=_PLAIN))
+register_optimizer(OptimizerSpec("adam", "Adam on mini-batches (--momentum is beta1, default 0.9)", False, _adam,
+                                 settings=_PLAIN))

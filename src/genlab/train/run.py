@@ -24,7 +24,7 @@ import torch
 
 from genlab.config import TrainConfig, validate_config
 from genlab.data import Dataset, load_dataset
-from genlab.errors import CheckpointError
+from genlab.errors import CheckpointError, ConfigError
 from genlab.models import build_model
 from genlab.objective import Objective
 from genlab.train.checkpoint import load_state_dict
@@ -37,8 +37,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        from genlab.errors import ConfigError
-
         raise ConfigError(f"device: {device!r} asked for but CUDA is not available; allowed here: auto, cpu")
     return torch.device(device)
 
@@ -119,6 +117,9 @@ def read_run_config(path: str | Path) -> TrainConfig:
         values = json.loads(rd.config.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, OSError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{rd.config} is corrupt ({err})") from None
+    if isinstance(values, dict) and "config_version" not in values:  # written before version 2
+        if values.get("optimizer") == "adam" and values.get("momentum") == 0.0:
+            values["momentum"] = None  # it meant Adam's default beta1 0.9 then
     return validate_config(TrainConfig, values)
 
 

@@ -24,6 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy
+import torch
+
+import genlab
 from genlab.jsonio import jsonable
 
 
@@ -77,11 +81,6 @@ class RunDir:
 
 def environment_info(seed: int, device: str) -> dict[str, Any]:
     """Versions, device, host and time: what a reader needs to reproduce the run."""
-    import numpy
-    import torch
-
-    import genlab
-
     info = {
         "genlab": genlab.__version__,
         "python": sys.version.split()[0],
