@@ -7,6 +7,13 @@ The public API in one place::
     run = train(genlab.TrainConfig(dataset="mnist1d", model="mlp", epochs=30), "runs/x")
     run = genlab.load_run("runs/x")
     run.objective.hvp(v)
+
+On your own model, loss and data::
+
+    from genlab.objective import Objective
+    obj = Objective(my_model, torch.nn.CrossEntropyLoss(label_smoothing=0.1), my_loader)
+    genlab.fit(obj, my_optimizer, "runs/mine", epochs=5, factories={"model": make_model, "data": make_data})
+    genlab.register_model("mine", factory)      # then: genlab train --import mymodule --model mine
 """
 
 __version__ = "0.1.0"
@@ -18,6 +25,12 @@ _LAZY = {
     "build_model": ("genlab.models", "build_model"),
     "load_run": ("genlab.train", "load_run"),
     "Run": ("genlab.train", "Run"),
+    "fit": ("genlab.train", "fit"),
+    "train": ("genlab.train", "train"),
+    "register_model": ("genlab.models.registry", "register_model"),
+    "register_dataset": ("genlab.data.registry", "register_dataset"),
+    "register_loss": ("genlab.losses", "register_loss"),
+    "import_user_modules": ("genlab.registry", "import_user_modules"),
 }
 
 

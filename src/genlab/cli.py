@@ -28,7 +28,11 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Print the version and exit.")] = False) -> None:
+                                                help="Print the version and exit.")] = False,
+          import_: Annotated[Optional[list[str]], typer.Option(
+              "--import", help="Import MODULE (a dotted name or a .py file) first, so the models, datasets, losses "
+                               "and plugins it registers exist; accepted by every command, anywhere on the "
+                               "line, repeatable.")] = None) -> None:
     """genlab: how well will a neural network generalize, and why."""
 
 
@@ -359,6 +363,31 @@ def models_cmd(
               + (f" [{r['note']}]" if r.get("note") else ""))
 
 
+def _take_imports(args: list[str]) -> list[str]:
+    """Import every ``--import MODULE`` (anywhere on the command line) and return the other arguments."""
+    from genlab.registry import import_user_modules
+
+    rest, modules, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg == "--import":
+            if i + 1 >= len(args):
+                raise GenlabError("--import: expected a module name or a .py file")
+            modules.append(args[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--import="):
+            modules.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        i += 1
+    import_user_modules(modules)
+    return rest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``genlab`` console script; returns the exit status."""
     from typer import exceptions as tex
@@ -366,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
     try:
+        args = _take_imports(list(args))
         result = command.main(args=args, prog_name="genlab", standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except tex.Exit as e:

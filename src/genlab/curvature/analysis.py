@@ -87,7 +87,7 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         "top_eigenvalues": [float(x) for x in top.eigenvalues],
         "eigen_residuals": top.residuals, "eigen_converged": top.converged, "eigen_tol": tol,
         "grad_norm": float(H.gradient.norm()) if H.gradient is not None else None,
-        "stability_threshold": _threshold(run.config),
+        "stability_threshold": _threshold(run.config) if run.config is not None else _fit_threshold(run.record),
         "trace": None, "trace_std_error": None,
     }
     if trace:
@@ -111,7 +111,7 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         from genlab.bounds.jacobian import jacobian_terms
 
         test = run.test_objective
-        test_obj = test.with_model(model)
+        test_obj = test.with_model(model) if test is not None else None
         gn_top = result["gauss_newton"]["top_eigenvalues"][0] if gauss_newton else None
         result["jacobian"] = jacobian_terms(obj, test_obj, gauss_newton_top=gn_top,
                                             hessian_top=result["top_eigenvalues"][0])
@@ -128,6 +128,15 @@ def _threshold(config) -> float | None:
     """``2 / lr`` (with heavy-ball momentum ``(2 + 2 beta) / lr``) for GD runs; ``None`` for others."""
     if config.optimizer == "gd":
         return (2 + 2 * (config.momentum or 0.0)) / config.lr
+    return None
+
+
+def _fit_threshold(record: dict) -> float | None:
+    """The same for a fit() run: full-batch torch.optim.SGD with one learning rate."""
+    opt = record.get("optimizer", {})
+    groups = opt.get("groups") or [{}]
+    if record.get("full_batch") and opt.get("class") == "torch.optim.sgd.SGD" and len(groups) == 1:
+        return (2 + 2 * float(groups[0].get("momentum", 0.0))) / float(groups[0]["lr"])
     return None
 
 

@@ -114,6 +114,9 @@ class SharpnessTracker(Callback):
         jacobian: also the input-output Jacobian norms over the training set.
         gradcov: also the trace of the per-sample gradient covariance (``n x d`` memory).
         subset: measure on the first ``subset`` training points instead of all.
+
+    Built as ``SharpnessTracker(objective, every=N)`` it measures on that Objective (a plain loop, or a fit()
+    run whose training loader shuffles: give the tracker a fixed-order loader over the same data).
     """
 
     state_key = "sharpness"
@@ -189,7 +192,7 @@ class SharpnessTracker(Callback):
 
     def measure(self, state: TrainState) -> dict[str, Any]:
         """Take one measurement now and add it to ``state.metrics``; returns what was added."""
-        obj = state.objective
+        obj = self.objective if self.objective is not None else state.objective
         indices = None if self.subset is None else torch.arange(min(self.subset, obj.n))
         H = HessianOperator(obj, indices=indices)
         gen = self._generator(state)

@@ -9,6 +9,8 @@ from typing import Any
 from genlab.data import cifar10, idx, mnist1d, synthetic
 from genlab.data.digits import load_digits_split
 from genlab.data.paths import resolve_data_dir
+from genlab.errors import ConfigError
+from genlab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def _idx(name: str) -> Callable[..., tuple]:
 
 _CIFAR_FILES = cifar10.TRAIN_FILES + cifar10.TEST_FILES
 
-DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
+DATASETS: dict[str, DatasetSpec] = Registry({s.name: s for s in [
     DatasetSpec("mnist1d", "MNIST-1D (Greydanus 2020), generated procedurally", "classification", 4000, 1000,
                 (40,), 10, options={"seed": 42, "num_samples": 5000}, read=mnist1d.load_mnist1d),
     DatasetSpec("digits", "scikit-learn's bundled 8x8 handwritten digits (writer-ordered split)",
@@ -70,7 +72,7 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
     DatasetSpec("sparse-regression", "x ~ N(0, I), y = x w* + noise, w* k-sparse", "regression", 200, 1000,
                 (100,), 1, options={"input_dim": 100, "k": 5, "n_train": 200, "n_test": 1000, "noise": 0.1,
                                     "seed": 0}, read=synthetic.load_sparse_regression),
-]}
+]})
 
 
 def locate(spec: DatasetSpec, data_dir=None) -> tuple[bool | None, str]:
@@ -80,7 +82,9 @@ def locate(spec: DatasetSpec, data_dir=None) -> tuple[bool | None, str]:
     directory was chosen, or ``"generated"`` / ``"bundled with scikit-learn"``.
     """
     if not spec.needs_files:
-        return None, "bundled with scikit-learn" if spec.name == "digits" else "generated"
+        return None, {"digits": "bundled with scikit-learn"}.get(spec.name, spec.subdirs[0] if spec.subdirs
+                                                                  and spec.subdirs[0].startswith("user") else
+                                                                  "generated")
     root, how = resolve_data_dir(data_dir)
     for sub in spec.subdirs:
         if all((root / sub / f).is_file() for f in spec.files):
@@ -92,3 +96,28 @@ def availability(spec: DatasetSpec, data_dir=None) -> str:
     """One phrase for listings: ``generated``/``bundled ...``, or ``found in DIR (how)`` / ``missing from ...``."""
     found, where = locate(spec, data_dir)
     return where if found is None else f"{'found in' if found else 'missing from'} {where}"
+
+
+def register_dataset(name: str, factory: Callable[..., tuple], *, task: str = "classification",
+                     input_shape: tuple[int, ...], output_dim: int, n_train: int = 0, n_test: int = 0,
+                     options: dict[str, Any] | None = None, description: str = "") -> DatasetSpec:
+    """Make ``factory(**options) -> (x_train, y_train, x_test, y_test)`` a named dataset.
+
+    Targets: class indices (int64) for ``task="classification"``, float ``(N, output_dim)`` for
+    ``"regression"``. ``options`` are the factory's keyword options with their defaults (what
+    ``--dataset-option`` may set). Then ``genlab train --import mymodule --dataset NAME`` (and everything
+    built on named datasets: subsets, label noise, one-hot MSE targets, fingerprints) works on it.
+    """
+    if task not in ("classification", "regression"):
+        raise ConfigError(f"register_dataset: task {task!r}; allowed: classification, regression")
+    if dict.__contains__(DATASETS, name) and not dict.__getitem__(DATASETS, name).subdirs[:1] == ["user factory"]:
+        raise ConfigError(f"register_dataset: {name!r} is one of genlab's own datasets; choose another name")
+
+    def read(data_dir=None, **opts):
+        x_tr, y_tr, x_te, y_te = factory(**opts)
+        return x_tr, y_tr, x_te, y_te, {"source": f"user factory {getattr(factory, '__qualname__', factory)}"}
+
+    spec = DatasetSpec(name, description or name, task, n_train, n_test, tuple(input_shape), int(output_dim),
+                       options=dict(options or {}), read=read, subdirs=["user factory"])
+    dict.__setitem__(DATASETS, name, spec)
+    return spec

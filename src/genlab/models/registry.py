@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.registry import Registry
 from genlab.models.cnn import SmallCNN
 from genlab.models.layers import ACTIVATIONS
 from genlab.models.lenet import LeNet5
@@ -57,6 +58,7 @@ class ModelSpec:
     options: dict[str, str]
     input_ranks: tuple[int, ...] = (1, 2, 3)
     uses_batchnorm: bool = False
+    any_options: bool = False  # a user factory: every model option is passed through to it
 
 
 def _build_mlp(input_shape, output_dim, *, width, depth, dropout, activation, batchnorm):
@@ -107,7 +109,7 @@ def _build_vit(
 
 
 #: Registered model families by name.
-MODELS: dict[str, ModelSpec] = {
+MODELS: dict[str, ModelSpec] = Registry({
     spec.name: spec
     for spec in (
         ModelSpec(
@@ -220,7 +222,7 @@ MODELS: dict[str, ModelSpec] = {
             },
         ),
     )
-}
+})
 
 
 def _is_int(value: Any) -> bool:
@@ -238,6 +240,8 @@ def _check_positive_int(what: str, value: Any) -> int:
 
 
 def _check_options(spec: ModelSpec, options: dict[str, Any]) -> dict[str, Any]:
+    if spec.any_options:
+        return dict(options)
     for key in options:
         if key not in spec.options:
             allowed = ", ".join(spec.options) if spec.options else "none"
@@ -354,7 +358,8 @@ def build_model(
         **opts,
     )
     # Options resolved by the model itself (e.g. the vit default patch size).
-    opts = {key: getattr(model, key, opts.get(key)) for key in spec.options}
+    if not spec.any_options:
+        opts = {key: getattr(model, key, opts.get(key)) for key in spec.options}
     model.config = {
         "name": name,
         "input_shape": shape,
@@ -414,3 +419,28 @@ def list_models(input_shape: tuple[int, ...] = (1, 28, 28), output_dim: int = 10
             }
         )
     return rows
+
+
+def register_model(name: str, factory: Callable[..., nn.Module], *, description: str = "",
+                   reference: str = "user model") -> ModelSpec:
+    """Make ``factory(input_shape, output_dim, **model_options) -> nn.Module`` a named model.
+
+    ``genlab train --import mymodule --model NAME --model-option k=v`` (and configs, sweeps, ``genlab bound``)
+    then build it; run directories record the name, so reloading the run needs the same ``--import``
+    (or an installed package whose ``genlab.extensions`` entry point registers it).
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"register_model: name must be a non-empty string (got {name!r})")
+    if dict.__contains__(MODELS, name) and getattr(dict.__getitem__(MODELS, name), "builder", None) is not None \
+            and not dict.__getitem__(MODELS, name).any_options:
+        raise ConfigError(f"register_model: {name!r} is one of genlab's own models; choose another name")
+
+    def builder(input_shape, output_dim, *, width, depth, dropout, activation, batchnorm, **options):
+        return factory(input_shape, output_dim, **options)
+
+    spec = ModelSpec(name=name, description=description or getattr(factory, "__doc__", "") or name,
+                     reference=reference, builder=builder, default_width=None, default_depth=None,
+                     width_help="set by the factory", depth_help="set by the factory", default_activation="any",
+                     activations=("any",), options={}, input_ranks=tuple(range(1, 8)), any_options=True)
+    dict.__setitem__(MODELS, name, spec)
+    return spec

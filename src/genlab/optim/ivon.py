@@ -77,12 +77,29 @@ class _SampledGradientOptimizer(torch.optim.Optimizer):
         if not defaults["mc_samples"] >= 1:
             raise ValueError(f"mc_samples must be >= 1 (got {defaults['mc_samples']})")
         super().__init__(params, dict(defaults, posterior=posterior, dof=dof))
-        if len(self.param_groups) != 1:
-            raise ValueError(f"{type(self).__name__} takes one parameter group")
+        for key in self.SHARED:  # one posterior sample per step covers every group: these cannot differ
+            values = {repr(g[key]) for g in self.param_groups}
+            if len(values) > 1:
+                raise ValueError(f"{type(self).__name__}: {key} must be the same in every parameter group "
+                                 f"(got {sorted(values)}); groups may differ in "
+                                 f"{', '.join(k for k in self.defaults if k not in self.SHARED)}")
         self.generator = torch.Generator().manual_seed(int(seed))
 
+    #: settings every parameter group shares (the others -- lr, weight decay, ... -- may differ per group)
+    SHARED = ("mc_samples", "posterior", "dof")
+
     def _params(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+        """Every trainable parameter, group after group (the order of the sampled noise)."""
+        return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+
+    def _group_slices(self) -> list[tuple[dict, slice]]:
+        """Each group with the slice of :meth:`_params` it owns."""
+        out, start = [], 0
+        for g in self.param_groups:
+            k = sum(1 for p in g["params"] if p.requires_grad)
+            out.append((g, slice(start, start + k)))
+            start += k
+        return out
 
     def _standard_noise(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         """One standard draw per parameter tensor (one generator call for all of them: small tensors are many)."""
@@ -167,7 +184,7 @@ class VariationalGD(_SampledGradientOptimizer):
     """Variational gradient descent: ``m -= lr * mean_s grad l(m + eps_s)``, ``eps_s ~ N(0, sigma^2)``.
 
     Args:
-        params: the parameters (one group); they hold the mean ``m``.
+        params: the parameters or parameter groups (``lr`` may differ per group); they hold the mean ``m``.
         lr: step size.
         sigma: the posterior standard deviation: a float (isotropic) or one tensor per parameter (diagonal).
         mc_samples: samples ``S`` per step.
@@ -212,7 +229,9 @@ class VariationalGD(_SampledGradientOptimizer):
             raise ValueError("VariationalGD.step needs a closure (it evaluates the loss at each sample)")
         loss, g_hat, _ = self._sample_gradients(closure, hessian=False)
         params = self._params()
-        torch._foreach_add_(params, g_hat, alpha=-self.param_groups[0]["lr"])
+        for group, sl in self._group_slices():
+            if sl.stop > sl.start:
+                torch._foreach_add_(params[sl], g_hat[sl], alpha=-group["lr"])
         for p, g in zip(params, g_hat):
             p.grad = g
         return loss
@@ -222,7 +241,9 @@ class IVON(_SampledGradientOptimizer):
     """Improved Variational Online Newton (Shen et al. 2024); see the module docstring for the update.
 
     Args:
-        params: the parameters (one group); they hold the mean ``m``.
+        params: the parameters or parameter groups; they hold the mean ``m``. Groups may set their own ``lr``,
+            ``weight_decay`` (e.g. none on norms and biases), ``hess_init``, ``beta1``, ``beta2``,
+            ``clip_radius``, ``rescale_lr`` and ``ess``; ``mc_samples``, ``posterior`` and ``dof`` are shared.
         lr: learning rate (multiplied by ``hess_init + weight_decay`` when ``rescale_lr``).
         ess: effective sample size ``lambda`` (usually the training-set size).
         hess_init: ``h0``.
@@ -247,19 +268,26 @@ class IVON(_SampledGradientOptimizer):
         super().__init__(params, dict(lr=lr, ess=float(ess), hess_init=float(hess_init), beta1=beta1, beta2=beta2,
                                       weight_decay=weight_decay, mc_samples=int(mc_samples),
                                       clip_radius=clip_radius, rescale_lr=rescale_lr, step=0), seed, posterior, dof)
-        for p in self._params():
-            self.state[p]["h"] = torch.full_like(p, float(hess_init)).detach()
-            self.state[p]["g"] = torch.zeros_like(p).detach()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.requires_grad:
+                    self.state[p]["h"] = torch.full_like(p, float(group["hess_init"])).detach()
+                    self.state[p]["g"] = torch.zeros_like(p).detach()
 
     def sigma(self) -> list[torch.Tensor]:
-        group = self.param_groups[0]
-        s = torch._foreach_add([self.state[p]["h"] for p in self._params()], group["weight_decay"])
-        torch._foreach_mul_(s, group["ess"])
-        torch._foreach_rsqrt_(s)
-        return s
+        params, out = self._params(), []
+        for group, sl in self._group_slices():
+            if sl.stop == sl.start:
+                continue
+            s = torch._foreach_add([self.state[p]["h"] for p in params[sl]], group["weight_decay"])
+            torch._foreach_mul_(s, group["ess"])
+            torch._foreach_rsqrt_(s)
+            out.extend(s)
+        return out
 
-    def effective_lr(self) -> float:
-        group = self.param_groups[0]
+    def effective_lr(self, group: dict | None = None) -> float:
+        """The step size actually applied (of ``group``; default the first)."""
+        group = self.param_groups[0] if group is None else group
         return group["lr"] * ((group["hess_init"] + group["weight_decay"]) if group["rescale_lr"] else 1.0)
 
     def preconditioner(self) -> torch.Tensor:
@@ -268,11 +296,12 @@ class IVON(_SampledGradientOptimizer):
         ``P = (1 - beta1^t) (h + wd) / (h0 + wd)`` with ``rescale_lr`` (``(1 - beta1^t) (h + wd)`` without), so
         the preconditioned sharpness ``lambda_max(P^-1 H)`` compares with :meth:`stability_threshold` as Adam's.
         """
-        group = self.param_groups[0]
-        t = max(group["step"], 1)
-        scale = (1 - group["beta1"] ** t) * group["lr"] / self.effective_lr()
-        return torch.cat([(scale * (self.state[p]["h"] + group["weight_decay"])).reshape(-1)
-                          for p in self._params()])
+        params, parts = self._params(), []
+        for group, sl in self._group_slices():
+            t = max(group["step"], 1)
+            scale = (1 - group["beta1"] ** t) * group["lr"] / self.effective_lr(group)
+            parts.extend((scale * (self.state[p]["h"] + group["weight_decay"])).reshape(-1) for p in params[sl])
+        return torch.cat(parts)
 
     def stability_threshold(self) -> float:
         """``(2 + 2 beta1) / ((1 - beta1) lr)`` for the preconditioned sharpness (Adam's form; ``2 / lr`` at
@@ -286,12 +315,20 @@ class IVON(_SampledGradientOptimizer):
         """One IVON step; ``closure`` (required) zeroes ``.grad``, backpropagates the batch loss and returns it."""
         if closure is None:
             raise ValueError("IVON.step needs a closure (it evaluates the loss at each posterior sample)")
-        group = self.param_groups[0]
         loss, g_hat, h_hat = self._sample_gradients(closure, hessian=True)
+        params_all = self._params()
+        for group, sl in self._group_slices():
+            if sl.stop > sl.start:
+                self._update_group(group, params_all[sl], g_hat[sl], h_hat[sl])
+        for p, gh in zip(params_all, g_hat):
+            p.grad = gh
+        return loss
+
+    def _update_group(self, group: dict, params: list, g_hat: list, h_hat: list) -> None:
+        """The IVON update of one parameter group from its sampled gradient and Hessian estimates."""
         group["step"] += 1
         t, b1, b2, wd = group["step"], group["beta1"], group["beta2"], group["weight_decay"]
-        lr = self.effective_lr()
-        params = self._params()
+        lr = self.effective_lr(group)
         g = [self.state[p]["g"] for p in params]
         h = [self.state[p]["h"] for p in params]
         torch._foreach_mul_(g, b1)
@@ -312,9 +349,6 @@ class IVON(_SampledGradientOptimizer):
             torch._foreach_clamp_min_(direction, -group["clip_radius"])
             torch._foreach_clamp_max_(direction, group["clip_radius"])
         torch._foreach_add_(params, direction, alpha=-lr)
-        for p, gh in zip(params, g_hat):
-            p.grad = gh
-        return loss
 
 
 def posterior_predictive(optimizer: _SampledGradientOptimizer, model: torch.nn.Module, x: torch.Tensor,

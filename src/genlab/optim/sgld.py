@@ -36,7 +36,8 @@ class SGLD(torch.optim.Optimizer):
     """Stochastic gradient Langevin dynamics with ``isotropic``, ``diagonal``, ``gradcov`` or ``sqrt-gradcov`` noise.
 
     Args:
-        params: the parameters (one group).
+        params: the parameters, or parameter groups sharing every setting (the noise covers all at once;
+            list them in the model's parameter order, which the per-sample gradients follow).
         lr: step size.
         noise: the noise shape (see :mod:`genlab.optim.noise`).
         noise_trace: ``tr(Sigma_t)``, the total noise variance added per step (equal across shapes).
@@ -59,8 +60,11 @@ class SGLD(torch.optim.Optimizer):
             raise ValueError(f"lr and noise_trace must be > 0 (got {lr}, {noise_trace})")
         super().__init__(params, dict(lr=lr, noise=noise, noise_trace=noise_trace, floor=floor,
                                       complete=complete, info=0.0))
-        if len(self.param_groups) != 1:
-            raise ValueError("SGLD takes one parameter group")
+        for key in ("lr", "noise", "noise_trace", "floor", "complete"):  # one noise draw covers every group
+            values = {repr(g[key]) for g in self.param_groups}
+            if len(values) > 1:
+                raise ValueError(f"SGLD: {key} must be the same in every parameter group (got {sorted(values)}); "
+                                 f"the noise covariance and its accounting are over all parameters at once")
         self.generator = torch.Generator().manual_seed(int(seed))
         self.needs_per_sample_grads = noise != "isotropic"
 
@@ -70,7 +74,8 @@ class SGLD(torch.optim.Optimizer):
         return float(self.param_groups[0]["info"])
 
     def _params(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+        """Every trainable parameter, group after group (the columns of the per-sample gradients)."""
+        return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
 
     @torch.no_grad()
     def step(self, closure=None, *, per_sample_grads: torch.Tensor | None = None,
@@ -188,6 +193,12 @@ class SGLDAccounting(Callback):
     def step_kwargs(self, state: TrainState) -> dict:
         if getattr(state.optimizer, "needs_per_sample_grads", None) is None:
             return {}
+        if not getattr(self, "_order_checked", False):  # per-sample gradient columns follow the model's order
+            mine = [id(p) for p in state.optimizer._params()]
+            if mine != [id(p) for p in state.objective.params().values()]:
+                raise ValueError("SGLD: its parameters (group after group) must be the model's trainable "
+                                 "parameters in the model's order")
+            self._order_checked = True
         return step_inputs(state.optimizer, state.objective, self.heldout, state.indices, batch_size=self.batch_size,
                            seed=state.seed, step=state.step, bound=self.bound, cov=self.cov, cov_size=self.cov_size)
 

@@ -202,18 +202,26 @@ NOISE_KEYS = ("noise", "noise_sigma", "label_noise", "dropout", "sgld_noise", "n
 def run_sections(path: Path, title: str | None = None) -> list[Section]:
     """A training run's sections: overview, training curves, sharpness, curvature spectrum, noise accounting."""
     from genlab.config import TrainConfig
-    from genlab.train.run import read_run_config
+    from genlab.train.run import is_fit_run, read_run_config, read_run_record
     from genlab.train.run_dir import RunDir
 
     rd = RunDir(path)
-    config = read_run_config(path)
     summary = rd.read_json(rd.summary) if rd.summary.is_file() else {"status": "running (no summary yet)"}
     records = rd.read_metrics()
     name = title or f"run {path.name}"
-    defaults = TrainConfig().model_dump()
-    values = config.model_dump()
-    shown = {k: v for k, v in values.items()
-             if k in ("dataset", "model", "optimizer", "lr", "batch_size", "seed") or v != defaults.get(k)}
+    if is_fit_run(path):  # written by fit() on the user's own model: its record, flattened
+        record = read_run_record(path)
+        values = _fit_values(record)
+        defaults = {}
+        shown = dict(values)
+        optimizer = values["optimizer"]
+    else:
+        config = read_run_config(path)
+        defaults = TrainConfig().model_dump()
+        values = config.model_dump()
+        shown = {k: v for k, v in values.items()
+                 if k in ("dataset", "model", "optimizer", "lr", "batch_size", "seed") or v != defaults.get(k)}
+        optimizer = config.optimizer
     over = Section(title=name, anchor=_anchor(name))
     over.add(f"<p>Run directory <code>{esc(path)}</code>, status <b>{esc(summary.get('status'))}</b>.</p>",
              "<h3>Settings (those differing from the defaults, and the essentials)</h3>", kv_html(shown),
@@ -245,11 +253,11 @@ def run_sections(path: Path, title: str | None = None) -> list[Section]:
             if (path / "figures" / fig).is_file():
                 s.add(figure_html(path / "figures" / fig, fig[:-4].replace("_", " ")))
         sections.append(s)
-    noisy = {k: values[k] for k in NOISE_KEYS if values.get(k) != defaults.get(k)}
-    is_sgld = config.optimizer in ("sgld", "gld")
-    if noisy or is_sgld or config.optimizer in ("ivon", "vgd"):
+    noisy = {k: values[k] for k in NOISE_KEYS if k in values and values.get(k) != defaults.get(k)}
+    is_sgld = optimizer in ("sgld", "gld", "SGLD")
+    if noisy or is_sgld or optimizer in ("ivon", "vgd", "IVON", "VariationalGD"):
         s = Section(title=f"{name}: noise accounting", anchor=_anchor(name + "-noise"))
-        s.add(f"<p>Optimizer <b>{esc(config.optimizer)}</b>; noise settings:</p>",
+        s.add(f"<p>Optimizer <b>{esc(optimizer)}</b>; noise settings:</p>",
               kv_html(noisy or {"noise": "only the optimizer's own"}))
         if is_sgld:
             s.add(kv_html({k: summary.get(k) for k in ("sgld_information", "sgld_error_gap_bound", "sgld_heldout",
@@ -260,6 +268,27 @@ def run_sections(path: Path, title: str | None = None) -> list[Section]:
                 s.add(figure_html(info, "information accumulated by the SGLD chain (the bound's numerator)"))
         sections.append(s)
     return sections
+
+
+def _fit_values(record: dict) -> dict:
+    """A fit() record as flat settings: optimizer class and its first group's hyper-parameters, the loop's
+    settings, the loss, the factories and each plugin's settings (noise injection as ``noise`` /
+    ``noise_sigma``)."""
+    opt = record.get("optimizer", {})
+    group = (opt.get("groups") or [{}])[0]
+    values = {"optimizer": opt.get("class", "?").rsplit(".", 1)[-1],
+              **{f"optimizer.{k}": v for k, v in group.items() if _scalar(v)},
+              "param_groups": len(opt.get("groups") or []),
+              **{k: record.get(k) for k in ("seed", "full_batch", "batch_size", "steps", "epochs", "lr_schedule")},
+              "loss": json.dumps(record.get("loss")),
+              **{f"factory.{k}": v.get("factory") for k, v in (record.get("factories") or {}).items()}}
+    for key, plugin in (record.get("plugins") or {}).items():
+        settings = plugin.get("settings", {})
+        if key == "noise":
+            values.update(noise=settings.get("kind"), noise_sigma=settings.get("sigma"))
+        else:
+            values[f"plugin.{key}"] = ", ".join(f"{k}={v}" for k, v in settings.items()) or plugin.get("class")
+    return values
 
 
 # ------------------------------------------------------------------------------- certificate and sweep

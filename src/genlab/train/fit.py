@@ -16,7 +16,7 @@ Example (a plain model, loss and loader)::
 
     from torch import nn
     from genlab.objective import Objective
-from genlab.registry import factory_ref
+from genlab.registry import factory_ref, imported_modules
     from genlab.train import fit
     obj = Objective(model, nn.CrossEntropyLoss(label_smoothing=0.1), train_loader)
     run = fit(obj, torch.optim.SGD(model.parameters(), lr=0.1), "runs/mine", epochs=5,
@@ -44,7 +44,7 @@ from genlab.batching import split_batch, take, tensors_of
 from genlab.errors import CheckpointError, ConfigError, DivergenceError, GenlabError
 from genlab.jsonio import jsonable, write_json_atomic
 from genlab.objective import Objective
-from genlab.registry import factory_ref
+from genlab.registry import factory_ref, imported_modules
 from genlab.seeding import keyed_generator
 from genlab.train.callbacks import Callback, EvalCallback, TrainState
 from genlab.train.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint, save_state_dict
@@ -162,7 +162,8 @@ class Session:
             test_n = state.test_objective.n if state.test_objective is not None else None
             write_json_atomic(rd.env, {**environment_info(self.schedule.seed, str(self.objective.device)),
                                        "data_fingerprint": self.fingerprint, "num_params": self.objective.num_params(),
-                                       "n_train": self.objective.n, "n_test": test_n, **self.env_extra})
+                                       "n_train": self.objective.n, "n_test": test_n, "imports": imported_modules(),
+                                       **self.env_extra})
         # the settings now in force (a resumed run may have been lengthened)
         write_json_atomic(rd.config, self.record)
         return self.resumed

@@ -25,6 +25,7 @@ import torch
 from genlab.config import TrainConfig, validate_config
 from genlab.data import Dataset, load_dataset
 from genlab.errors import CheckpointError, ConfigError
+from genlab.registry import import_user_modules, resolve_factory
 from genlab.models import build_model
 from genlab.objective import Objective
 from genlab.train.checkpoint import load_state_dict
@@ -98,18 +99,19 @@ class Run:
     """
 
     path: Path
-    config: TrainConfig
+    config: TrainConfig | None      # None for a run written by fit() (see ``record``)
     model: torch.nn.Module
-    data: Dataset
+    data: Dataset | None            # None for a run written by fit()
     objective: Objective
-    test_objective: Objective
+    test_objective: Objective | None
     summary: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     status: str = "running"
+    record: dict[str, Any] = field(default_factory=dict)  # config.json of a fit() run
 
 
-def read_run_config(path: str | Path) -> TrainConfig:
-    """The :class:`TrainConfig` stored in a run directory's ``config.json``."""
+def read_run_record(path: str | Path) -> dict[str, Any]:
+    """The raw ``config.json`` of a run directory (a TrainConfig, or a fit() record)."""
     rd = RunDir(path)
     if not rd.config.is_file():
         raise CheckpointError(f"{rd.path} is not a genlab run directory (no config.json)")
@@ -117,6 +119,38 @@ def read_run_config(path: str | Path) -> TrainConfig:
         values = json.loads(rd.config.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, OSError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{rd.config} is corrupt ({err})") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{rd.config} is corrupt (not a JSON object)")
+    return values
+
+
+def is_fit_run(path: str | Path) -> bool:
+    """Whether the run directory was written by :func:`genlab.train.fit` (not by ``train(config)``)."""
+    return read_run_record(path).get("format") == "genlab-fit-1"
+
+
+def import_recorded_modules(path: str | Path) -> None:
+    """Import the ``--import`` modules a run was trained with (recorded in env.json), naming any that fail."""
+    rd = RunDir(path)
+    try:
+        imports = rd.read_json(rd.env).get("imports", []) if rd.env.is_file() else []
+    except (ValueError, OSError):
+        return
+    for name in imports:
+        try:
+            import_user_modules([name])
+        except ConfigError as err:
+            raise CheckpointError(f"{rd.path} was trained with --import {name}, which cannot be imported here "
+                                  f"({err}); run from where it can be, or pass --import") from None
+
+
+def read_run_config(path: str | Path) -> TrainConfig:
+    """The :class:`TrainConfig` stored in a run directory's ``config.json``."""
+    rd = RunDir(path)
+    values = read_run_record(path)
+    if values.get("format") == "genlab-fit-1":
+        raise CheckpointError(f"{rd.path} was written by fit(), not genlab train; load it with genlab.load_run")
+    import_recorded_modules(path)
     if isinstance(values, dict) and "config_version" not in values:  # written before version 2
         if values.get("optimizer") == "adam" and values.get("momentum") == 0.0:
             values["momentum"] = None  # it meant Adam's default beta1 0.9 then
@@ -136,11 +170,19 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
         device: where to put the model and data (default: the config's device).
     """
     rd = RunDir(path)
+    if is_fit_run(rd.path):
+        return load_fit_run(rd.path, device=device)
     config = read_run_config(rd.path)
     dev = resolve_device(device or config.device)
     data = load_data(config)
     check_same_data(rd, data_fingerprint(data))
     model = make_model(config, data, dev)
+    _load_weights(rd, model)
+    return assemble_run(rd, config, model, data)
+
+
+def _load_weights(rd: RunDir, model: torch.nn.Module) -> None:
+    """The final weights (model.safetensors), or the last checkpoint's for a run that did not finish."""
     if rd.model.is_file():
         state = load_state_dict(rd.model)
     elif rd.checkpoint.is_file():
@@ -152,7 +194,57 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"weights in {rd.path} do not fit the model its config describes ({err})") from None
-    return assemble_run(rd, config, model, data)
+
+
+def load_fit_run(path: str | Path, device: str | None = None) -> Run:
+    """Rebuild a run written by :func:`genlab.train.fit` from the factories it recorded.
+
+    The model comes from ``factories["model"]`` (then the saved weights), the data from
+    ``factories["data"]`` (``(train, test)``, each tensors or a loader), the loss from the recorded spec or
+    ``factories["loss"]``. A factory whose module cannot be imported is named in one line.
+    """
+    rd = RunDir(path)
+    record = read_run_record(path)
+    import_recorded_modules(path)
+    factories = record.get("factories") or {}
+    missing = [role for role in ("model", "data") if role not in factories]
+    if missing:
+        raise CheckpointError(f"{rd.path} was written by fit() without factories for {', '.join(missing)}; "
+                              f"it can be resumed by fit() but not rebuilt from its directory (pass "
+                              f"factories={{'model': make_model, 'data': make_data}} to fit)")
+
+    def build(role):
+        entry = factories[role]
+        return resolve_factory(entry["factory"])(**entry.get("kwargs", {}))
+
+    model = build("model")
+    if not isinstance(model, torch.nn.Module):
+        raise CheckpointError(f"factory {factories['model']['factory']} returned {type(model).__name__}, "
+                              f"not an nn.Module")
+    dev = resolve_device(device or "auto")
+    model = model.to(dev)
+    _load_weights(rd, model)
+    model.eval()
+    data = build("data")
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise CheckpointError(f"factory {factories['data']['factory']} must return (train_data, test_data)")
+    train_data, test_data = data
+    if "loss" in factories:
+        loss = build("loss")
+    elif record.get("loss") is not None:
+        loss = record["loss"]
+    else:
+        raise CheckpointError(f"{rd.path}: its loss was a function fit() cannot record; pass "
+                              f"factories={{'loss': make_loss}} to fit")
+    settings = record.get("objective", {})
+    kw = {"batch_size": settings.get("batch_size", 1000), "output": settings.get("output"),
+          "classification": settings.get("classification")}
+    objective = Objective(model, loss, train_data, **kw)
+    test_objective = Objective(model, loss, test_data, **kw) if test_data is not None else None
+    summary = rd.read_json(rd.summary) if rd.summary.is_file() else {}
+    return Run(path=rd.path, config=None, model=model, data=None, objective=objective,
+               test_objective=test_objective, summary=summary, metrics=rd.read_metrics(),
+               status=summary.get("status", "running"), record=record)
 
 
 def assemble_run(rd: RunDir, config: TrainConfig, model: torch.nn.Module, data: Dataset) -> Run:
