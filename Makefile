@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test,ray,tensorboard]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ray,tensorboard,lightning]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -30,7 +30,7 @@ $(BENCH_STAMP): pyproject.toml benchmarks/requirements-peers.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet torch==2.13.0
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[test,ray,tensorboard]'
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[test,ray,tensorboard,lightning]'
 	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps -r benchmarks/requirements-peers.txt
 	touch $(BENCH_STAMP)
 

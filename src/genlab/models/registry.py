@@ -313,6 +313,9 @@ def build_model(
     if not isinstance(name, str) or name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
     spec = MODELS[name]
+    clash = sorted(set(options) & {"width", "depth", "dropout", "activation", "batchnorm"})
+    if clash:
+        raise ConfigError(f"model option {clash[0]!r} is a setting of its own (--{clash[0]}), not a model option")
 
     if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
         raise ConfigError(f"input_shape must be a tuple of positive integers; got {input_shape!r}")
@@ -324,6 +327,19 @@ def build_model(
         ranks = ", ".join(map(str, spec.input_ranks))
         raise ConfigError(f"{name} takes inputs of rank {ranks} (per example); got shape {shape}")
     output_dim = _check_positive_int("output_dim", output_dim)
+
+    if spec.any_options:  # a user factory: the shape settings that were given are its keyword options
+        given = {k: v for k, v in (("width", width), ("depth", depth), ("activation", activation)) if v is not None}
+        if dropout:
+            given["dropout"] = dropout
+        try:
+            model = spec.builder(shape, output_dim, **{**options, **given})
+        except TypeError as err:
+            raise ConfigError(f"model {name}: its factory does not take these settings ({err})") from None
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model {name}: its factory returned {type(model).__name__}, not an nn.Module")
+        model.config = {"name": name, "input_shape": shape, "output_dim": output_dim, **options, **given}
+        return model
 
     resolved: dict[str, Any] = {}
     for key, value, default in (("width", width, spec.default_width), ("depth", depth, spec.default_depth)):
@@ -425,6 +441,8 @@ def register_model(name: str, factory: Callable[..., nn.Module], *, description:
                    reference: str = "user model") -> ModelSpec:
     """Make ``factory(input_shape, output_dim, **model_options) -> nn.Module`` a named model.
 
+    ``--width``, ``--depth``, ``--activation`` and ``--dropout``, when given, reach the factory as keyword
+    arguments too.
     ``genlab train --import mymodule --model NAME --model-option k=v`` (and configs, sweeps, ``genlab bound``)
     then build it; run directories record the name, so reloading the run needs the same ``--import``
     (or an installed package whose ``genlab.extensions`` entry point registers it).
@@ -435,11 +453,8 @@ def register_model(name: str, factory: Callable[..., nn.Module], *, description:
             and not dict.__getitem__(MODELS, name).any_options:
         raise ConfigError(f"register_model: {name!r} is one of genlab's own models; choose another name")
 
-    def builder(input_shape, output_dim, *, width, depth, dropout, activation, batchnorm, **options):
-        return factory(input_shape, output_dim, **options)
-
     spec = ModelSpec(name=name, description=description or getattr(factory, "__doc__", "") or name,
-                     reference=reference, builder=builder, default_width=None, default_depth=None,
+                     reference=reference, builder=factory, default_width=None, default_depth=None,
                      width_help="set by the factory", depth_help="set by the factory", default_activation="any",
                      activations=("any",), options={}, input_ranks=tuple(range(1, 8)), any_options=True)
     dict.__setitem__(MODELS, name, spec)

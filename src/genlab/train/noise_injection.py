@@ -37,6 +37,18 @@ def _generator(seed: int, step: int, salt: int) -> torch.Generator:
     return keyed_generator(seed, step, salt, 17)
 
 
+def label_transform(sigma: float, gen: torch.Generator, num_classes: int):
+    """Targets -> noisy targets: class indices flipped with probability ``sigma`` to a uniform class (of
+    ``num_classes``; 0 means regression), float targets plus ``sigma * N(0, 1)``; draws from ``gen``."""
+    def transform(y: torch.Tensor) -> torch.Tensor:
+        if num_classes and not y.is_floating_point():  # class indices
+            flip = torch.rand(y.shape, generator=gen) < sigma
+            other = torch.randint(0, num_classes, y.shape, generator=gen)
+            return torch.where(flip.to(y.device), other.to(y), y)
+        return y + sigma * torch.randn(y.shape, generator=gen, dtype=y.dtype).to(y.device)
+    return transform
+
+
 def noisy_compute(kind: str, sigma: float, objective: Objective, compute, *, seed: int, step: int):
     """Wrap ``compute(target_transform=None) -> loss`` (which accumulates the step's gradient into ``.grad``)
     with the injection ``kind``. The draws of step ``step`` come from one generator keyed on ``(seed, step)``;
@@ -48,13 +60,7 @@ def noisy_compute(kind: str, sigma: float, objective: Objective, compute, *, see
     gen = _generator(seed, step, 1)
     if kind == "label":
         k = objective.num_outputs() if objective.classification else 0  # eval mode: no dropout RNG draws
-
-        def transform(y: torch.Tensor) -> torch.Tensor:
-            if k and not y.is_floating_point():  # class indices
-                flip = torch.rand(y.shape, generator=gen) < sigma
-                other = torch.randint(0, k, y.shape, generator=gen)
-                return torch.where(flip.to(y.device), other.to(y), y)
-            return y + sigma * torch.randn(y.shape, generator=gen, dtype=y.dtype).to(y.device)
+        transform = label_transform(sigma, gen, k)
 
         def with_label_noise(target_transform=None):
             both = transform if target_transform is None else (lambda y: transform(target_transform(y)))
@@ -138,6 +144,15 @@ class NoiseInjection(Callback):
         def compute(target_transform=None):
             return objective.accumulate_grad(indices, target_transform=target_transform, batch=batch)
         return noisy_compute(self.kind, self.sigma, objective, compute, seed=self.seed or 0, step=step)()
+
+    def noisy_targets(self, targets: torch.Tensor, step: int, num_classes: int = 0) -> torch.Tensor:
+        """Label noise for a loop that computes its own loss (a Lightning ``training_step``): the targets of
+        step ``step`` with this injection's noise (``num_classes`` for class indices, 0 for regression)."""
+        if self.kind != "label":
+            raise ValueError(f"noisy_targets is label noise; this injection is {self.kind!r}")
+        if self.sigma == 0:
+            return targets
+        return label_transform(self.sigma, _generator(self.seed or 0, step, 1), num_classes)(targets)
 
     def after_step(self, model: torch.nn.Module, step: int) -> None:
         """In your own loop: what the injection does after ``optimizer.step()`` of step ``step`` (anti-PGD)."""
