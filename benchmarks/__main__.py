@@ -4,11 +4,11 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import (compression_bounds, curvature_speed, ivon_step, objective_speed, reproduce_all_quick, sgld_step,
+from benchmarks import (compression_bounds, curvature_speed, hvp_streaming, ivon_step, objective_speed, reproduce_all_quick, sgld_step,
                         sweep_scaling, tracking_overhead, train_acceptance)
 from benchmarks.common import RESULTS
 
-MODULES = (train_acceptance, objective_speed, curvature_speed, tracking_overhead, sgld_step, ivon_step,
+MODULES = (train_acceptance, objective_speed, hvp_streaming, curvature_speed, tracking_overhead, sgld_step, ivon_step,
            sweep_scaling, reproduce_all_quick, compression_bounds)
 
 
