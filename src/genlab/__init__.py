@@ -26,7 +26,6 @@ _LAZY = {
     "load_run": ("genlab.train", "load_run"),
     "Run": ("genlab.train", "Run"),
     "fit": ("genlab.train", "fit"),
-    "train": ("genlab.train", "train"),
     "register_model": ("genlab.models.registry", "register_model"),
     "register_dataset": ("genlab.data.registry", "register_dataset"),
     "register_loss": ("genlab.losses", "register_loss"),
