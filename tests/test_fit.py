@@ -186,3 +186,23 @@ def test_noise_injection_with_vgd_in_fit_changes_the_step_and_is_reproducible(tm
     p = [load_file(str(r.path / "model.safetensors")) for r in runs]
     assert any(not torch.equal(p[0][k], p[1][k]) for k in p[0])
     assert all(torch.equal(p[1][k], p[2][k]) for k in p[1])
+
+
+def test_a_run_interrupted_before_the_plugin_loop_resumes_to_the_same_weights(tmp_path):
+    """A run directory written by the loop before plugins (callback state as a list, Adam with momentum 0.0
+    meaning beta1 0.9, label noise, sharpness tracking), stopped at step 12 of 24, resumed by this code."""
+    import shutil
+    from pathlib import Path
+
+    from genlab.train.run import read_run_config
+
+    fixtures = Path(__file__).parent / "fixtures"
+    run_dir = tmp_path / "old"
+    shutil.copytree(fixtures / "run-before-plugins", run_dir)
+    config = read_run_config(run_dir)
+    assert config.momentum is None  # migrated: 0.0 was the default, Adam's beta1 0.9
+    run = train(config, run_dir, quiet=True)
+    assert run.summary["status"] == "complete" and run.summary["steps"] == 24
+    expected = load_file(str(fixtures / "run-before-plugins.expected.safetensors"))
+    got = load_file(str(run_dir / "model.safetensors"))
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)

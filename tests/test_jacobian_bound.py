@@ -7,6 +7,7 @@ from torch.func import functional_call, jacrev
 
 from genlab.bounds.jacobian import first_linear_layer, jacobian_terms, per_sample_gauss_newton_tops
 from genlab.curvature import GaussNewtonOperator
+from genlab.curvature.jacobian import jacobian_norms
 from genlab.models import build_model
 from genlab.objective import Objective, params_to_vector, vector_to_params
 
@@ -43,7 +44,15 @@ def test_per_sample_terms_match_explicit_jacobians_and_bound_gauss_newton(loss):
         assert 0 < terms["first_layer_jacobian_bound"] <= terms["per_sample_gauss_newton_bound"] * (1 + 1e-10)
     else:
         assert terms["first_layer_jacobian_bound"] is None
-    assert terms["test_fraction_above_train_max"] >= 0 and terms["covering_radius_max"] > 0
+    # the share of the 30 held-out points whose Jacobian norm exceeds the training maximum: a fraction k/30,
+    # positive exactly when the held-out maximum exceeds the training one, and equal to a recomputation
+    frac = terms["test_fraction_above_train_max"]
+    assert 0 <= frac <= 1 and frac * 30 == pytest.approx(round(frac * 30), abs=1e-9)
+    assert (frac > 0) == (terms["test_jacobian_spec_max"] > terms["train_jacobian_spec_max"])
+    assert (frac > 0) == (terms["test_over_train_spec_max"] > 1)
+    train_spec, test_spec = jacobian_norms(obj).spectral, jacobian_norms(objective(loss, seed=1)).spectral
+    assert frac == pytest.approx(float((test_spec > train_spec.max()).double().mean()), abs=1e-12)
+    assert terms["covering_radius_max"] > 0
     assert terms["train_jacobian_spec_max"] <= terms["train_jacobian_fro_max"] + 1e-12
 
 

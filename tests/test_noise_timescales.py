@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from genlab.experiments.noise_timescales import (DiagonalProblem, TimescaleSetting, drop_rate, limiting_flow,
-                                                 reproduce, spread_on_clock)
+from genlab.experiments.noise_timescales import (APART_TOL, CLOCKS, COLLAPSE_TOL, DiagonalProblem, TimescaleSetting,
+                                                 drop_rate, limiting_flow, reproduce, simulate, spread_on_clock)
 
 TINY = TimescaleSetting(label=((0.1, 1.0), (0.05, 2.0)), dropconnect=((0.02, 0.1), (0.01, 0.2)),
                         minibatch=((0.1, 10),), label_tau=2.0, dropconnect_tau=0.4, minibatch_steps=50,
@@ -109,4 +109,19 @@ def test_tiny_reproduction_writes_results_and_sgd_stays(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["verdict"] == result.verdict and (tmp_path / "figures" / "clocks.png").is_file()
     assert data["metrics"]["minibatch.stays"] is True
-    assert data["metrics"]["label.spread_right_clock"] >= 0
+    # the spread is the runs' largest difference in tr H on the lr^2 sigma^2 clock over the flow's change:
+    # recompute it from fresh runs of the same (seeded) setting and the recorded flow change
+    m = data["metrics"]
+    problem = DiagonalProblem(TINY)
+    runs = []
+    for lr, sigma in TINY.label:
+        steps = int(round(TINY.label_tau / (lr * lr * sigma * sigma)))
+        r = simulate(problem, "label", lr, sigma, steps, TINY.records, TINY.seed)
+        runs.append({**r, "lr": lr, "variance": sigma * sigma})
+    spread = spread_on_clock(runs, "trace_hessian", CLOCKS[0], m["label.flow_change"])
+    assert m["label.spread_right_clock"] == pytest.approx(spread, rel=1e-9)
+    assert m["label.spread_other_clock"] == pytest.approx(
+        spread_on_clock(runs, "trace_hessian", CLOCKS[1], m["label.flow_change"]), rel=1e-9)
+    # in this setting label noise collapses on its own clock and not on the other one
+    assert m["label.spread_right_clock"] <= COLLAPSE_TOL < APART_TOL <= m["label.spread_other_clock"]
+    assert m["label.collapses_on"] == [CLOCKS[0]]

@@ -200,7 +200,10 @@ class TrainConfig(BaseModel):
 
     def trajectory_fields(self) -> dict[str, Any]:
         """The settings that define the optimisation trajectory (for resume checks)."""
-        return {k: v for k, v in self.model_dump().items() if k not in self.RESUMABLE_CHANGES}
+        out = {k: v for k, v in self.model_dump().items() if k not in self.RESUMABLE_CHANGES}
+        if out.get("momentum") is None:  # the optimizer's default, spelled out: None and 0.0 are one SGD
+            out["momentum"] = 0.9 if self.optimizer == "adam" else 0.0
+        return out
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -151,9 +151,8 @@ def read_run_config(path: str | Path) -> TrainConfig:
     if values.get("format") == "genlab-fit-1":
         raise CheckpointError(f"{rd.path} was written by fit(), not genlab train; load it with genlab.load_run")
     import_recorded_modules(path)
-    if isinstance(values, dict) and "config_version" not in values:  # written before version 2
-        if values.get("optimizer") == "adam" and values.get("momentum") == 0.0:
-            values["momentum"] = None  # it meant Adam's default beta1 0.9 then
+    if "config_version" not in values and values.get("momentum") == 0.0:  # written before version 2:
+        values["momentum"] = None  # 0.0 was the default then (and meant Adam's beta1 0.9)
     return validate_config(TrainConfig, values)
 
 
