@@ -39,96 +39,17 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 Opt = typer.Option
 
 
-@app.command("train")
-def train_cmd(
-    out: Annotated[Path, Opt("--out", help="Run directory (resumed if it holds this run).")],
-    config: Annotated[Optional[Path], Opt("--config", help="TOML or JSON file of settings; flags override.")] = None,
-    dataset: Annotated[Optional[str], Opt(help="Dataset name (see `genlab datasets`).")] = None,
-    model: Annotated[Optional[str], Opt(help="Model name (see `genlab models`).")] = None,
-    optimizer: Annotated[Optional[str], Opt(help="gd | sgd | adam (and registered noisy optimizers).")] = None,
-    lr: Annotated[Optional[float], Opt(help="Learning rate.")] = None,
-    lr_schedule: Annotated[Optional[str], Opt(help="constant | cosine (decay to 0 over the run).")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="Mini-batch size (ignored by gd).")] = None,
-    epochs: Annotated[Optional[int], Opt(help="Length in epochs (default 10).")] = None,
-    steps: Annotated[Optional[int], Opt(help="Length in optimizer steps (instead of --epochs).")] = None,
-    seed: Annotated[Optional[int], Opt(help="Seed of init, batch order, label noise, dropout.")] = None,
-    n_train: Annotated[Optional[int], Opt(help="Keep the first N training points.")] = None,
-    label_noise: Annotated[Optional[float], Opt(help="Fraction of training labels corrupted.")] = None,
-    loss: Annotated[Optional[str], Opt(help="ce | mse (one-hot targets); default: the dataset's.")] = None,
-    width: Annotated[Optional[int], Opt(help="Model width (family default if absent).")] = None,
-    depth: Annotated[Optional[int], Opt(help="Model depth (family default if absent).")] = None,
-    activation: Annotated[Optional[str], Opt(help="Activation (relu, tanh, ...).")] = None,
-    dropout: Annotated[Optional[float], Opt(help="Dropout rate in [0, 1).")] = None,
-    batchnorm: Annotated[Optional[bool], Opt("--batchnorm/--no-batchnorm", help="BatchNorm in resnet.")] = None,
-    momentum: Annotated[Optional[float], Opt(help="Heavy-ball momentum (beta1 for adam).")] = None,
-    weight_decay: Annotated[Optional[float], Opt(help="L2 weight decay.")] = None,
-    eval_every: Annotated[Optional[int], Opt(help="Steps between evaluations (default one epoch).")] = None,
-    checkpoint_every: Annotated[Optional[int], Opt(help="Steps between checkpoints.")] = None,
-    dtype: Annotated[Optional[str], Opt(help="float32 | float64.")] = None,
-    device: Annotated[Optional[str], Opt(help="auto | cpu | cuda | cuda:N.")] = None,
-    data_dir: Annotated[Optional[str], Opt(help="Directory of dataset files (default $GENLAB_DATA).")] = None,
-    dataset_option: Annotated[Optional[list[str]], Opt(help="Dataset option KEY=VALUE (repeatable).")] = None,
-    model_option: Annotated[Optional[list[str]], Opt(help="Model option KEY=VALUE (repeatable).")] = None,
-    track_sharpness: Annotated[Optional[int], Opt(help="Record the top Hessian eigenvalue every N steps.")] = None,
-    track_top_k: Annotated[Optional[int], Opt(help="Top eigenvalues tracked (with --track-sharpness).")] = None,
-    track_trace: Annotated[Optional[int], Opt(help="Hutch++ products for the Hessian trace per measurement.")] = None,
-    track_jacobian: Annotated[Optional[bool], Opt("--track-jacobian", help="Also track input-output Jacobian norms.")] = None,
-    sgld_noise: Annotated[Optional[str], Opt(help="SGLD noise shape: isotropic | diagonal | gradcov | sqrt-gradcov.")] = None,
-    noise_trace: Annotated[Optional[float], Opt(help="SGLD: total noise variance tr(Sigma) added per step.")] = None,
-    noise_floor: Annotated[Optional[float], Opt(help="SGLD: share of the noise spread isotropically (0, 1].")] = None,
-    sgld_cov: Annotated[Optional[str], Opt(help="SGLD: estimate C on held-out points (default; the bound needs it) or on the step's batch: heldout | batch.")] = None,
-    sgld_completion: Annotated[Optional[bool], Opt("--sgld-completion/--no-sgld-completion", help="SGLD: complete the low-rank C with its estimated unseen variance (default on).")] = None,
-    sgld_cov_size: Annotated[Optional[int], Opt(help="SGLD: points C is estimated on (default --batch-size).")] = None,
-    sgld_bound: Annotated[Optional[bool], Opt("--sgld-bound/--no-sgld-bound", help="SGLD: account the information-theoretic bound.")] = None,
-    ess: Annotated[Optional[float], Opt(help="IVON: effective sample size (default the training-set size).")] = None,
-    hess_init: Annotated[Optional[float], Opt(help="IVON: initial Hessian estimate h0 (1.0).")] = None,
-    ivon_beta1: Annotated[Optional[float], Opt(help="IVON: gradient momentum (0.9).")] = None,
-    ivon_beta2: Annotated[Optional[float], Opt(help="IVON: Hessian momentum (0.99999).")] = None,
-    ivon_clip: Annotated[Optional[float], Opt(help="IVON: element-wise clip of the update (off).")] = None,
-    mc_samples: Annotated[Optional[int], Opt(help="IVON / VGD: posterior samples per step (1).")] = None,
-    posterior: Annotated[Optional[str], Opt(help="IVON / VGD: gaussian | student-t.")] = None,
-    dof: Annotated[Optional[int], Opt(help="IVON / VGD: Student-t degrees of freedom (4).")] = None,
-    vgd_sigma: Annotated[Optional[float], Opt(help="VGD: posterior standard deviation (0.01).")] = None,
-    intrinsic_dim: Annotated[Optional[int], Opt(help="Train theta0 + P w in a random subspace of this dimension.")] = None,
-    projection: Annotated[Optional[str], Opt(help="Subspace projection: sparse | kron | dense (sparse).")] = None,
-    projection_seed: Annotated[Optional[int], Opt(help="Seed of the projection (default --seed).")] = None,
-    projection_scale: Annotated[Optional[str], Opt(help="Row scale of the projection: none | fan-in (none).")] = None,
-    projection_group: Annotated[Optional[list[str]], Opt(help="Parameter-name prefix the subspace covers (repeatable; default all).")] = None,
-    subspace_prior: Annotated[Optional[str], Opt(help="Run directory whose final weights are theta0 (default: the random init).")] = None,
-    quant_levels: Annotated[Optional[int], Opt(help="Quantization-aware training of w with a learned codebook of L levels.")] = None,
-    quant_init: Annotated[Optional[str], Opt(help="Codebook initialisation: kmeans | quantiles (kmeans).")] = None,
-    quant_stages: Annotated[Optional[int], Opt(help="Progressive quantization in K stages: 1/2, 3/4, ..., all of w (1).")] = None,
-    init_from: Annotated[Optional[str], Opt(help="Run directory whose final weights start this run.")] = None,
-    subspace_noise: Annotated[Optional[float], Opt(help="Std of Gaussian noise on w in training forward passes.")] = None,
-    noise: Annotated[Optional[str], Opt(help="Noise injection: none | label | dropconnect | anti-pgd.")] = None,
-    noise_sigma: Annotated[Optional[float], Opt(help="Its strength: label std / flip prob., drop rate, perturbation std.")] = None,
-    tensorboard: Annotated[Optional[bool], Opt("--tensorboard", help="Also write TensorBoard event files to OUT/tensorboard/.")] = None,
-    overwrite: Annotated[bool, Opt(help="Discard a different run already in --out.")] = False,
-    quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress output.")] = False,
-) -> None:
-    """Train a model; writes config.json, metrics.jsonl, summary.json, model.safetensors to --out."""
-    from genlab.config import (TrainConfig, merge_settings, parse_key_values, read_config_file,
-                               validate_config)
+def _train(out: Path, config: Optional[Path], overwrite: bool, quiet: bool, settings: dict) -> None:
+    """Train a model; writes config.json, metrics.jsonl, summary.json, model.safetensors to --out.
+
+    Every setting is a flag (generated from genlab.config.TrainConfig, one definition each) and a key of a
+    --config file; flags override the file.
+    """
+    from genlab.config import TrainConfig, merge_settings, read_config_file, validate_config
     from genlab.train import train
 
-    flags = dict(dataset=dataset, model=model, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule, batch_size=batch_size, epochs=epochs,
-                 steps=steps, seed=seed, n_train=n_train, label_noise=label_noise, loss=loss, width=width,
-                 depth=depth, activation=activation, dropout=dropout, batchnorm=batchnorm, momentum=momentum,
-                 weight_decay=weight_decay, eval_every=eval_every, checkpoint_every=checkpoint_every, dtype=dtype,
-                 device=device, data_dir=data_dir, track_sharpness=track_sharpness, track_top_k=track_top_k,
-                 track_trace=track_trace, track_jacobian=track_jacobian, sgld_noise=sgld_noise,
-                 noise_trace=noise_trace, noise_floor=noise_floor, sgld_bound=sgld_bound,
-                 sgld_cov=sgld_cov, sgld_cov_size=sgld_cov_size, sgld_completion=sgld_completion,
-                 noise=noise, noise_sigma=noise_sigma, ess=ess, hess_init=hess_init, ivon_beta1=ivon_beta1,
-                 ivon_beta2=ivon_beta2, ivon_clip=ivon_clip, mc_samples=mc_samples, posterior=posterior, dof=dof,
-                 vgd_sigma=vgd_sigma, intrinsic_dim=intrinsic_dim, projection=projection,
-                 projection_seed=projection_seed, projection_scale=projection_scale,
-                 projection_groups=projection_group or None,
-                 subspace_prior=subspace_prior, quant_levels=quant_levels, quant_init=quant_init, quant_stages=quant_stages,
-                 init_from=init_from,
-                 subspace_noise=subspace_noise, tensorboard=tensorboard,
-                 dataset_options=parse_key_values(dataset_option, "--dataset-option") or None,
-                 model_options=parse_key_values(model_option, "--model-option") or None)
+    flags = settings
+    epochs, steps = settings.get("epochs"), settings.get("steps")
     file_values = read_config_file(config) if config else None
     if file_values and (epochs is not None or steps is not None):
         file_values = {k: v for k, v in file_values.items() if k not in ("epochs", "steps")}
@@ -142,6 +63,29 @@ def train_cmd(
     print(f"{run.path}: {s['status']} after {s['steps']} steps ({s['wall_time_s']:.1f} s): "
           f"train loss {fig('train_loss')} acc {fig('train_accuracy')} | "
           f"test loss {fig('test_loss')} acc {fig('test_accuracy')}")
+
+
+def _register_train() -> None:
+    import inspect
+
+    from genlab.cli_settings import with_settings_flags
+    from genlab.config import TrainConfig
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    fixed = [
+        inspect.Parameter("out", kw, annotation=Annotated[Path, Opt("--out", help="Run directory (resumed if it "
+                                                                        "holds this run).")]),
+        inspect.Parameter("config", kw, default=None, annotation=Annotated[Optional[Path], Opt(
+            "--config", help="TOML or JSON file of settings; flags override.")]),
+        inspect.Parameter("overwrite", kw, default=False, annotation=Annotated[bool, Opt(
+            help="Discard a different run already in --out.")]),
+        inspect.Parameter("quiet", kw, default=False, annotation=Annotated[bool, Opt(
+            "--quiet", "-q", help="No progress output.")]),
+    ]
+    app.command("train")(with_settings_flags(TrainConfig, fixed, _train))
+
+
+_register_train()
 
 
 @app.command("curvature")

@@ -30,32 +30,35 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # data
-    dataset: str = "mnist1d"
+    dataset: str = Field("mnist1d", description="dataset name (see genlab datasets)")
     n_train: int | None = Field(None, ge=1, description="keep the first n training points")
     label_noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of training labels corrupted")
     loss: Literal["ce", "mse"] | None = Field(None, description="ce or mse (one-hot); default: the dataset's")
-    data_dir: str | None = None
-    dataset_options: dict[str, Any] = Field(default_factory=dict)
+    data_dir: str | None = Field(None, description="directory of dataset files (default $GENLAB_DATA, then "
+                                                   "../shared/data, then the user cache)")
+    dataset_options: dict[str, Any] = Field(default_factory=dict, description="dataset option KEY=VALUE",
+                                            json_schema_extra={"flag": "--dataset-option"})
     # model
-    model: str = "mlp"
-    width: int | None = Field(None, ge=1)
-    depth: int | None = Field(None, ge=1)
-    activation: str | None = None
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    batchnorm: bool = True
-    model_options: dict[str, Any] = Field(default_factory=dict)
+    model: str = Field("mlp", description="model name (see genlab models)")
+    width: int | None = Field(None, ge=1, description="model width (the family's default)")
+    depth: int | None = Field(None, ge=1, description="model depth (the family's default)")
+    activation: str | None = Field(None, description="activation: relu, tanh, ... (the family's default)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout rate in [0, 1)")
+    batchnorm: bool = Field(True, description="BatchNorm in resnet")
+    model_options: dict[str, Any] = Field(default_factory=dict, description="model option KEY=VALUE",
+                                          json_schema_extra={"flag": "--model-option"})
     # optimisation
-    optimizer: str = "sgd"
-    lr: float = Field(0.1, gt=0.0)
+    optimizer: str = Field("sgd", description="gd | sgd | adam | sgld | gld | ivon | vgd (and registered ones)")
+    lr: float = Field(0.1, gt=0.0, description="learning rate")
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="constant, or cosine decay from lr to 0 over the run's steps")
     momentum: float | None = Field(None, ge=0.0, lt=1.0, description="heavy-ball momentum (gd, sgd; default 0) "
                                                                      "or Adam's beta1 (default 0.9)")
-    weight_decay: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(64, ge=1)
-    epochs: int | None = Field(None, ge=1)
-    steps: int | None = Field(None, ge=1)
-    seed: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay (gd, sgd, adam, ivon)")
+    batch_size: int = Field(64, ge=1, description="mini-batch size (ignored by full-batch optimizers)")
+    epochs: int | None = Field(None, ge=1, description="length in epochs (default 10)")
+    steps: int | None = Field(None, ge=1, description="length in optimizer steps (instead of epochs)")
+    seed: int = Field(0, ge=0, description="seed of init, batch order, label noise, dropout")
     # SGLD (optimizer sgld / gld; genlab.optim.SGLD)
     sgld_noise: Literal["isotropic", "diagonal", "gradcov", "sqrt-gradcov"] = Field(
         "isotropic", description="SGLD noise shape")
@@ -85,7 +88,7 @@ class TrainConfig(BaseModel):
     projection_scale: Literal["none", "fan-in"] = Field(
         "none", description="row scale of P: none, or 1/sqrt(fan-in) of each layer (equal relative moves)")
     projection_seed: int | None = Field(None, ge=0, description="seed of P (default: seed)")
-    projection_groups: list[str] = Field(default_factory=list,
+    projection_groups: list[str] = Field(default_factory=list, json_schema_extra={"flag": "--projection-group"},
                                          description="parameter-name prefixes the subspace covers (default: all)")
     subspace_prior: str | None = Field(None, description="run directory whose final weights are theta0 (a prior "
                                                          "centre for data-dependent bounds); default: the random "
@@ -108,8 +111,8 @@ class TrainConfig(BaseModel):
     eval_every: int | None = Field(None, ge=1, description="steps between evaluations; default: one epoch")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints; default: eval_every")
     eval_batch_size: int = Field(1000, ge=1, description="chunk size for full-dataset passes")
-    dtype: Literal["float32", "float64"] = "float32"
-    device: str = "auto"
+    dtype: Literal["float32", "float64"] = Field("float32", description="float32 | float64")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     # curvature tracking (genlab.curvature.SharpnessTracker; does not change the trajectory)
     track_sharpness: int | None = Field(None, ge=1, description="steps between sharpness measurements")
     track_top_k: int = Field(1, ge=1, le=100, description="top Hessian eigenvalues tracked")
@@ -118,7 +121,8 @@ class TrainConfig(BaseModel):
     # logging (does not change the trajectory)
     tensorboard: bool = Field(False, description="also write TensorBoard event files to RUN/tensorboard/")
     # 2: momentum None means the optimizer's default (runs written before kept 0.0 for Adam's 0.9)
-    config_version: int = Field(2, ge=1, le=2, description="format of these settings (set by genlab)")
+    config_version: int = Field(2, ge=1, le=2, description="format of these settings (set by genlab)",
+                                json_schema_extra={"flag": None})
 
     @field_validator("dataset", "model", "optimizer")
     @classmethod
