@@ -18,7 +18,20 @@ def readme_python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_readme_python_examples_run(tmp_path, monkeypatch):
+@pytest.fixture
+def restore_registries():
+    """The README registers a model and a dataset: take them out again afterwards."""
+    from genlab.data.registry import DATASETS
+    from genlab.models.registry import MODELS
+
+    saved = [(reg, dict(dict.items(reg))) for reg in (MODELS, DATASETS)]
+    yield
+    for reg, items in saved:
+        dict.clear(reg)
+        dict.update(reg, items)
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch, restore_registries):
     blocks = readme_python_blocks()
     assert blocks, "the README has Python examples"
     if any("fashion-mnist" in b for b in blocks) and not (SHARED / "fashion-mnist").is_dir():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import Crash
 import torch
 from safetensors.torch import load_file
 from sklearn.datasets import load_digits
@@ -29,16 +30,6 @@ def small_model(seed=0):
     return nn.Sequential(nn.Linear(64, 32), nn.LayerNorm(32), nn.Tanh(), nn.Linear(32, 10))
 
 
-class Crash(Callback):
-    class Boom(Exception):
-        pass
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_step_end(self, state):
-        if state.step == self.at:
-            raise self.Boom
 
 
 class Counter(Callback):

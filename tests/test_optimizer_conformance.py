@@ -10,6 +10,7 @@ in one clear line.
 from __future__ import annotations
 
 import pytest
+from helpers import Crash
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -62,16 +63,6 @@ GROUP_SETTING = {"sgd": {"lr": 0.05}, "adam": {"lr": 0.01}, "ivon": {"weight_dec
                  "sgld-isotropic": None, "sgld-diagonal": None, "sgld-gradcov": None, "sgld-sqrt-gradcov": None}
 
 
-class Crash(Callback):
-    class Boom(Exception):
-        pass
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_step_end(self, state):
-        if state.step == self.at:
-            raise self.Boom
 
 
 def train(name, out, *, steps=20, dtype=torch.float32, split=False, second=None, noise=None, extra=()):

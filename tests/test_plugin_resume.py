@@ -4,6 +4,7 @@ uninterrupted one, and the plugin's records are the same."""
 from __future__ import annotations
 
 import pytest
+from helpers import Crash
 import torch
 from safetensors.torch import load_file
 
@@ -25,16 +26,6 @@ PLUGINS = {
 }
 
 
-class Crash(Callback):
-    class Boom(Exception):
-        pass
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_step_end(self, state):
-        if state.step == self.at:
-            raise self.Boom
 
 
 def _records(run, keys=("sharpness", "quantized_fraction", "sgld_information", "train_loss")):

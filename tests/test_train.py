@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import Crash
 import torch
 from safetensors.torch import load_file
 
@@ -33,18 +34,6 @@ def assert_same_params(a: Path, b: Path) -> None:
         assert torch.equal(pa[k], pb[k]), k
 
 
-class Crash(Callback):
-    """Simulates a kill: raises (no checkpoint is written) after step `at`."""
-
-    class Boom(Exception):
-        pass
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_step_end(self, state):
-        if state.step == self.at:
-            raise self.Boom
 
 
 def test_run_directory_contents(tmp_path):

@@ -316,6 +316,15 @@ class Session:
         """Restore, then report whether the run directory already holds this run, finished."""
         return (self.restore() and self.state.step >= self.state.total_steps and self.rd.model.is_file())
 
+    def run_or_skip(self) -> None:
+        """Restore; run to the end unless the directory already holds the finished run (then say so)."""
+        if self.complete():
+            if not self.quiet:
+                print(f"{self.rd.path}: run already complete ({self.state.step} steps); nothing to do",
+                      file=sys.stderr)
+        else:
+            self.run()
+
 
 def _check_same_data(rd: RunDir, fingerprint: str | None) -> None:
     recorded = rd.read_json(rd.env).get("data_fingerprint") if rd.env.is_file() else None
@@ -488,12 +497,7 @@ def fit(objective: Objective, optimizer: torch.optim.Optimizer, out: str | Path,
         "loss": _loss_spec(objective),
         "factories": _factory_record(factories),
     }
-    rd = RunDir(out)
-    if rd.path.exists() and not rd.path.is_dir():
-        raise ConfigError(f"out {rd.path} exists and is not a directory; give a directory for the run")
-    if overwrite and rd.path.exists():
-        for p in (rd.config, rd.env, rd.metrics, rd.summary, rd.checkpoint, rd.model):
-            p.unlink(missing_ok=True)
+    rd = open_run_dir(out, overwrite)
     if rd.config.is_file():
         _check_fit_resumable(rd, record, lr_schedule)
     fingerprint = data_digest(objective, test)
@@ -501,14 +505,22 @@ def fit(objective: Objective, optimizer: torch.optim.Optimizer, out: str | Path,
                       record=record, fingerprint=fingerprint,
                       describe=f"{type(objective.model).__name__} ({objective.num_params():,} params) "
                                f"{type(optimizer).__name__}, ")
-    if session.complete():
-        if not quiet:
-            print(f"{rd.path}: run already complete ({session.state.step} steps); nothing to do", file=sys.stderr)
-    else:
-        session.run()
+    session.run_or_skip()
     summary = rd.read_json(rd.summary) if rd.summary.is_file() else {}
     return FitResult(path=rd.path, summary=summary, model=objective.model, objective=objective,
                      test_objective=test, plugins=session.plugins)
+
+
+def open_run_dir(out: str | Path, overwrite: bool) -> RunDir:
+    """The run directory ``out``: refused if it is a file; with ``overwrite`` the files genlab wrote there are
+    removed (only those: nothing genlab did not write is deleted)."""
+    rd = RunDir(out)
+    if rd.path.exists() and not rd.path.is_dir():
+        raise ConfigError(f"--out {rd.path} exists and is not a directory; give a directory for the run")
+    if overwrite and rd.path.exists():
+        for p in (rd.config, rd.env, rd.metrics, rd.summary, rd.checkpoint, rd.model):
+            p.unlink(missing_ok=True)
+    return rd
 
 
 def plugin_settings(plugin: Callback) -> dict[str, Any]:

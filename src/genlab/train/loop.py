@@ -10,7 +10,6 @@ module names none of them.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import torch
@@ -20,7 +19,8 @@ from genlab.errors import CheckpointError, ConfigError
 from genlab.train import noise_injection as _noise_injection  # noqa: F401  (registers the noise plugin)
 from genlab.train import tensorboard as _tensorboard  # noqa: F401  (registers the TensorBoard plugin)
 from genlab.train.callbacks import Callback
-from genlab.train.fit import Schedule, Session, StopOnSignals, TrainingInterrupted, epoch_permutation
+from genlab.train.fit import (Schedule, Session, StopOnSignals, TrainingInterrupted, epoch_permutation,
+                              open_run_dir)
 from genlab.train.optimizers import OPTIMIZERS, build_optimizer
 from genlab.train.plugins import BuildContext, plugins_for
 from genlab.train.run import (Run, assemble_run, data_fingerprint, load_data, make_model, make_objectives,
@@ -91,12 +91,7 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list[Callback] | N
         TrainingInterrupted: Ctrl-C; a checkpoint of the last completed step was saved.
         CheckpointError: ``out`` holds a run with other settings or data, or a corrupt checkpoint.
     """
-    rd = RunDir(out)
-    if rd.path.exists() and not rd.path.is_dir():
-        raise ConfigError(f"--out {rd.path} exists and is not a directory; give a directory for the run")
-    if overwrite and rd.path.exists():
-        for p in (rd.config, rd.env, rd.metrics, rd.summary, rd.checkpoint, rd.model):
-            p.unlink(missing_ok=True)
+    rd = open_run_dir(out, overwrite)
     if rd.config.is_file():
         _check_resumable(rd, config)
     device = resolve_device(config.device)
@@ -124,10 +119,6 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list[Callback] | N
                       base_lrs=[config.lr] * len(optimizer.param_groups),
                       describe=f"{config.dataset} ({n} train) {config.model} ({objective.num_params():,} params) "
                                f"{config.optimizer} lr={config.lr}, ")
-    if session.complete():
-        if not quiet:
-            print(f"{rd.path}: run already complete ({session.state.step} steps); nothing to do", file=sys.stderr)
-    else:
-        session.run()
+    session.run_or_skip()
     # the trained model and data are in memory already: no second read of the dataset
     return assemble_run(rd, config, model, data)
