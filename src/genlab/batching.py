@@ -166,10 +166,14 @@ class LoaderData:
         self._n = sum(n for n, _ in first)
 
 
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """A tensor's raw bytes on the CPU (what data fingerprints hash)."""
+    return t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
 def _digest(batch: Batch) -> tuple[int, str]:
     h = hashlib.sha256()
     for t in tensors_of(batch):
         h.update(str((tuple(t.shape), t.dtype)).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                 if t.numel() else b"")
+        h.update(tensor_bytes(t))
     return len(batch[1]), h.hexdigest()

@@ -108,6 +108,26 @@ class Loss:
         return {}
 
 
+class ReadyLoss(Loss):
+    """A loss genlab ships: recorded in run directories by its name and its non-default options."""
+
+    #: constructor options and their defaults; :meth:`spec` and ``repr`` show those that differ
+    DEFAULTS: dict[str, Any] = {}
+
+    def _args(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, default in self.DEFAULTS.items():
+            value = getattr(self, key)
+            if isinstance(value, torch.Tensor):
+                value = [float(x) for x in value.reshape(-1)]
+            if value != default:
+                out[key] = value
+        return out
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, **self._args()}
+
+
 def _reduce_outputs(values: torch.Tensor, how: str) -> torch.Tensor:
     flat = values.reshape(values.shape[0], -1)
     return flat.sum(dim=1) if how == "sum" else flat.mean(dim=1)
@@ -119,7 +139,7 @@ def _check_reduction(how: str) -> str:
     return how
 
 
-class CrossEntropy(Loss):
+class CrossEntropy(ReadyLoss):
     """Cross-entropy of logits ``(B, K)`` against class indices (or class probabilities), per example.
 
     ``C_i = s_i (diag(p) - p p^T)`` with ``p = softmax(f)`` and ``s_i = (1 - eps) w_{y_i} + eps mean_c w_c``
@@ -127,6 +147,7 @@ class CrossEntropy(Loss):
     """
 
     name = "ce"
+    DEFAULTS = {"label_smoothing": 0.0, "weight": None}
 
     def __init__(self, label_smoothing: float = 0.0, weight: torch.Tensor | list[float] | None = None):
         if not 0.0 <= float(label_smoothing) < 1.0:
@@ -167,30 +188,16 @@ class CrossEntropy(Loss):
         vals, vecs = torch.linalg.eigh(C)
         return vecs @ torch.diag_embed(vals.clamp_min(0).sqrt()) @ vecs.transpose(1, 2)
 
-    def spec(self):
-        out: dict[str, Any] = {"name": "ce"}
-        if self.label_smoothing:
-            out["label_smoothing"] = self.label_smoothing
-        if self.weight is not None:
-            out["weight"] = [float(x) for x in self.weight]
-        return out
-
-    def _args(self):
-        out: dict[str, Any] = {}
-        if self.label_smoothing:
-            out["label_smoothing"] = self.label_smoothing
-        if self.weight is not None:
-            out["weight"] = [float(x) for x in self.weight]
-        return out
 
 
-class MSE(Loss):
+class MSE(ReadyLoss):
     """``scale * reduce_j (f_j - y_j)^2`` per example; default ``0.5 ||f - y||^2`` (``C_i = I``).
 
     Targets are reshaped to the outputs' shape (``(B,)`` targets for ``(B, 1)`` outputs).
     """
 
     name = "mse"
+    DEFAULTS = {"scale": 0.5, "output_reduction": "sum"}
 
     def __init__(self, scale: float = 0.5, output_reduction: str = "sum"):
         if not float(scale) > 0:
@@ -214,27 +221,16 @@ class MSE(Loss):
         eye = torch.eye(k, dtype=outputs.dtype, device=outputs.device) * self._factor(outputs) ** 0.5
         return eye.expand(B, k, k)
 
-    def spec(self):
-        out: dict[str, Any] = {"name": "mse"}
-        out.update(self._args())
-        return out
-
-    def _args(self):
-        out: dict[str, Any] = {}
-        if self.scale != 0.5:
-            out["scale"] = self.scale
-        if self.output_reduction != "sum":
-            out["output_reduction"] = self.output_reduction
-        return out
 
 
-class BCEWithLogits(Loss):
+class BCEWithLogits(ReadyLoss):
     """Binary cross-entropy of logits against targets in [0, 1], averaged (default) or summed over outputs.
 
     ``C_i = diag((pw y + 1 - y) s (1 - s)) / k`` with ``s = sigmoid(f)`` (``pw``: ``pos_weight``, default 1).
     """
 
     name = "bce"
+    DEFAULTS = {"pos_weight": None, "output_reduction": "mean"}
 
     def __init__(self, pos_weight: torch.Tensor | list[float] | float | None = None, output_reduction: str = "mean"):
         self.pos_weight = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float64)
@@ -263,19 +259,9 @@ class BCEWithLogits(Loss):
     def output_hessian_sqrt(self, outputs, targets):
         return torch.diag_embed(self._diag(outputs, targets).clamp_min(0).sqrt())
 
-    def spec(self):
-        return {"name": "bce", **self._args()}
-
-    def _args(self):
-        out: dict[str, Any] = {}
-        if self.pos_weight is not None:
-            out["pos_weight"] = self.pos_weight.tolist()
-        if self.output_reduction != "mean":
-            out["output_reduction"] = self.output_reduction
-        return out
 
 
-class Huber(Loss):
+class Huber(ReadyLoss):
     """``reduce_j huber_delta(f_j - y_j)``: ``0.5 r^2`` for ``|r| <= delta``, else ``delta (|r| - delta / 2)``.
 
     Summed over outputs by default (so it equals :class:`MSE` near zero residual). ``C_i`` is the generalised
@@ -283,6 +269,7 @@ class Huber(Loss):
     """
 
     name = "huber"
+    DEFAULTS = {"delta": 1.0, "output_reduction": "sum"}
 
     def __init__(self, delta: float = 1.0, output_reduction: str = "sum"):
         if not float(delta) > 0:
@@ -307,16 +294,6 @@ class Huber(Loss):
     def output_hessian_sqrt(self, outputs, targets):
         return torch.diag_embed(self._diag(outputs, targets).sqrt())
 
-    def spec(self):
-        return {"name": "huber", **self._args()}
-
-    def _args(self):
-        out: dict[str, Any] = {}
-        if self.delta != 1.0:
-            out["delta"] = self.delta
-        if self.output_reduction != "sum":
-            out["output_reduction"] = self.output_reduction
-        return out
 
 
 class FunctionLoss(Loss):

@@ -1,7 +1,7 @@
 """``train(config)``: build a run from its settings and the registries, then run the one loop (:mod:`.fit`).
 
 The mini-batch of step ``t`` is a pure function of ``(seed, t)`` (:func:`batch_indices`), so a run killed
-at any point and restarted with the same command resumes bit for bit (see :mod:`genlab.train.fit`). The
+at any point and restarted with the same command resumes bit for bit (see :mod:`genlab.train.session`). The
 features a config asks for (SGLD accounting, noise injection, sharpness tracking, subspace training,
 progressive quantization, TensorBoard) come from the plugin registry (:mod:`genlab.train.plugins`); this
 module names none of them.
@@ -19,8 +19,8 @@ from genlab.errors import CheckpointError, ConfigError
 from genlab.train import noise_injection as _noise_injection  # noqa: F401  (registers the noise plugin)
 from genlab.train import tensorboard as _tensorboard  # noqa: F401  (registers the TensorBoard plugin)
 from genlab.train.callbacks import Callback
-from genlab.train.fit import (Schedule, Session, StopOnSignals, TrainingInterrupted, epoch_permutation,
-                              open_run_dir)
+from genlab.train.run_dir import open_run_dir
+from genlab.train.session import Schedule, Session, StopOnSignals, TrainingInterrupted, epoch_permutation
 from genlab.train.optimizers import OPTIMIZERS, build_optimizer
 from genlab.train.plugins import BuildContext, plugins_for
 from genlab.train.run import (Run, assemble_run, data_fingerprint, load_data, make_model, make_objectives,

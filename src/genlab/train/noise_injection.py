@@ -88,10 +88,11 @@ def noisy_compute(kind: str, sigma: float, objective: Objective, compute, *, see
 
 
 def noisy_gradient(kind: str, sigma: float, objective: Objective, indices: torch.Tensor | None, *, seed: int,
-                   step: int) -> float:
-    """Accumulate into ``.grad`` the gradient of the step's loss with the injection ``kind``; returns the loss."""
+                   step: int, batch=None) -> float:
+    """Accumulate into ``.grad`` the gradient of the step's loss (over ``indices``, or one given ``batch``)
+    with the injection ``kind``; returns the loss."""
     def compute(target_transform=None):
-        return objective.accumulate_grad(indices, target_transform=target_transform)
+        return objective.accumulate_grad(indices, target_transform=target_transform, batch=batch)
     return noisy_compute(kind, sigma, objective, compute, seed=seed, step=step)()
 
 
@@ -141,9 +142,7 @@ class NoiseInjection(Callback):
     # ---------------------------------------------------------- a plain loop
     def gradient(self, objective: Objective, step: int, indices: torch.Tensor | None = None, batch=None) -> float:
         """In your own loop: accumulate the noisy gradient of step ``step`` into ``.grad``; returns the loss."""
-        def compute(target_transform=None):
-            return objective.accumulate_grad(indices, target_transform=target_transform, batch=batch)
-        return noisy_compute(self.kind, self.sigma, objective, compute, seed=self.seed or 0, step=step)()
+        return noisy_gradient(self.kind, self.sigma, objective, indices, seed=self.seed or 0, step=step, batch=batch)
 
     def noisy_targets(self, targets: torch.Tensor, step: int, num_classes: int = 0) -> torch.Tensor:
         """Label noise for a loop that computes its own loss (a Lightning ``training_step``): the targets of

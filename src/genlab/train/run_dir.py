@@ -28,6 +28,7 @@ import numpy
 import torch
 
 import genlab
+from genlab.errors import ConfigError
 from genlab.jsonio import jsonable
 
 
@@ -97,3 +98,15 @@ def environment_info(seed: int, device: str) -> dict[str, Any]:
         info["cuda_device"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda"] = torch.version.cuda
     return info
+
+
+def open_run_dir(out: str | Path, overwrite: bool) -> RunDir:
+    """The run directory ``out``: refused if it is a file; with ``overwrite`` the files genlab wrote there are
+    removed (only those: nothing genlab did not write is deleted)."""
+    rd = RunDir(out)
+    if rd.path.exists() and not rd.path.is_dir():
+        raise ConfigError(f"--out {rd.path} exists and is not a directory; give a directory for the run")
+    if overwrite and rd.path.exists():
+        for p in (rd.config, rd.env, rd.metrics, rd.summary, rd.checkpoint, rd.model):
+            p.unlink(missing_ok=True)
+    return rd
