@@ -44,7 +44,7 @@ def trained_case(name: str):
     with tempfile.TemporaryDirectory() as tmp:
         run = train(cfg, tmp, quiet=True)
     run.model.eval()
-    return run.model, run.objective.x, run.objective.y, 2 / cfg.lr
+    return run.model, run.objective.x, run.objective.y, 2 / cfg.optimizer.lr
 
 
 def criterion(out, y):

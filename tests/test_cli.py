@@ -113,8 +113,9 @@ def test_config_file_and_flag_override(capsys, tmp_path):
     code, out, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--config", str(cfg), "--lr", "0.1",
                              "--steps", "2", "--quiet")
     assert code == 0, err
-    stored = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert stored["lr"] == 0.1 and stored["width"] == 16 and stored["steps"] == 2 and stored["epochs"] is None
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())  # stored in sections
+    assert stored["optimizer"]["lr"] == 0.1 and stored["model"]["width"] == 16
+    assert stored["run"]["steps"] == 2 and stored["run"]["epochs"] is None
     assert "complete after 2 steps" in out
 
 
@@ -125,13 +126,31 @@ def test_rerun_from_a_run_config_with_option_override(capsys, tmp_path):
                            "--dataset-option", "noise=0.0")
     assert code == 0, err
     stored = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert stored["dataset_options"] == {"input_dim": 5, "noise": 0.0}
+    assert stored["data"]["dataset_options"] == {"input_dim": 5, "noise": 0.0}
     # a run's own config.json is a valid config file: the same run again, elsewhere
     code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "b"), "--config",
                            str(tmp_path / "a" / "config.json"), "--quiet")
     assert code == 0, err
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["train_loss"] == json.loads(
         (tmp_path / "a" / "summary.json").read_text())["train_loss"]
+
+
+def test_config_file_in_sections(capsys, tmp_path):
+    """A TOML file may give its settings by section; the optimizer table holds only that optimizer's settings,
+    and a flag choosing another optimizer makes a leftover setting of the first one an error."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "mnist1d"\nn_train = 200\n[model]\nwidth = 16\n[optimizer]\nname = "ivon"\n'
+                   'lr = 0.05\ness = 1000.0\n[run]\nsteps = 2\n[plugins.tracking]\ntrack_sharpness = 1\n')
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--config", str(cfg), "--quiet")
+    assert code == 0, err
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert stored["optimizer"] == {**stored["optimizer"], "name": "ivon", "lr": 0.05, "ess": 1000.0}
+    assert "momentum" not in stored["optimizer"] and stored["plugins"]["tracking"]["track_sharpness"] == 1
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "s"), "--config", str(cfg), "--optimizer", "sgd")
+    assert code == 2 and "ess: a setting of optimizer ivon, which this run does not use" in one_error_line(err)
+    cfg.write_text('[optimizer]\nname = "sgd"\nbeta = 0.5\n')
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "t"), "--config", str(cfg))
+    assert code == 2 and "beta: unknown setting" in one_error_line(err)
 
 
 def test_missing_data_files_is_one_line(capsys, tmp_path):

@@ -201,7 +201,7 @@ def test_truncated_or_padded_message_is_refused():
 def tiny_bound(tmp_path_factory):
     """A real pipeline on digits: subspace training, QAT, coding, certificate (a few seconds)."""
     out = tmp_path_factory.mktemp("bound") / "digits"
-    settings = BoundConfig(dataset="digits", model="mlp", width=32, intrinsic_dim=50, epochs=8, levels=5,
+    settings = BoundConfig(dataset="digits", model="mlp", width=32, intrinsic_dim=50, epochs=8, quant_levels=5,
                            qat_epochs=2, lr=0.05, batch_size=64)
     cert = compression_bound(settings, out, quiet=True)
     return out, cert
@@ -250,7 +250,7 @@ def test_verify_passes_and_catches_tampering(tiny_bound, tmp_path):
 
 
 def test_data_dependent_bound_verifies(tmp_path):
-    settings = BoundConfig(dataset="digits", model="mlp", width=32, intrinsic_dim=50, epochs=4, levels=5,
+    settings = BoundConfig(dataset="digits", model="mlp", width=32, intrinsic_dim=50, epochs=4, quant_levels=5,
                            qat_epochs=1, lr=0.05, prior_split=600, prior_epochs=5, prior_lr=0.01,
                            grid={**DEFAULT_GRID, "prior_split": [None, 600]})
     cert = compression_bound(settings, tmp_path / "dd", quiet=True)
@@ -272,13 +272,13 @@ def test_subspace_run_resumes_and_refuses_bad_settings(tmp_path):
     run = train(cfg, tmp_path / "a", quiet=True)
     assert run.objective.num_params() == 30
     with pytest.raises(ConfigError, match="no finished run"):
-        train(cfg.model_copy(update={"quant_levels": 3, "init_from": str(tmp_path / "missing")}), tmp_path / "b",
+        train(cfg.with_changes(**{"quant_levels": 3, "init_from": str(tmp_path / "missing")}), tmp_path / "b",
               quiet=True)
     with pytest.raises(ConfigError, match="intrinsic_dim"):
-        train(cfg.model_copy(update={"quant_levels": 3, "init_from": str(tmp_path / "a"), "intrinsic_dim": 31}),
+        train(cfg.with_changes(**{"quant_levels": 3, "init_from": str(tmp_path / "a"), "intrinsic_dim": 31}),
               tmp_path / "c", quiet=True)
     # quantized runs start from the subspace run's w with a codebook fitted to it
-    q = train(cfg.model_copy(update={"quant_levels": 3, "init_from": str(tmp_path / "a"), "epochs": 1}),
+    q = train(cfg.with_changes(**{"quant_levels": 3, "init_from": str(tmp_path / "a"), "epochs": 1}),
               tmp_path / "d", quiet=True)
     assert q.model.quantizer is not None and math.isfinite(q.summary["train_loss"])
 
@@ -289,8 +289,7 @@ def test_progressive_quantization_run_resumes_and_certifies(tmp_path):
     cfg = TrainConfig(dataset="digits", model="mlp", width=16, intrinsic_dim=50, optimizer="adam", lr=0.05,
                       epochs=2, device="cpu", projection_scale="fan-in")
     train(cfg, tmp_path / "sub", quiet=True)
-    qcfg = cfg.model_copy(update={"quant_levels": 4, "quant_stages": 3, "init_from": str(tmp_path / "sub"),
-                                  "epochs": 3, "lr": 0.005})
+    qcfg = cfg.with_changes(quant_levels=4, quant_stages=3, init_from=str(tmp_path / "sub"), epochs=3, lr=0.005)
     whole = train(qcfg, tmp_path / "whole", quiet=True)
     assert whole.model.quantizer.complete
     fractions = [r["quantized_fraction"] for r in map(json.loads, (tmp_path / "whole" / "metrics.jsonl")
@@ -323,7 +322,7 @@ def test_reproduction_writes_table_figure_and_verdict(tmp_path):
     from genlab.experiments import read_results
     from genlab.experiments.compression import CompressionSetting, _row, reproduce
 
-    tiny = dict(dataset="digits", model="mlp", epochs=4, lr=0.05, levels=5, qat_epochs=1, qat_lr=0.003)
+    tiny = dict(dataset="digits", model="mlp", epochs=4, lr=0.05, quant_levels=5, qat_epochs=1, qat_lr=0.003)
     setting = CompressionSetting(rows=[_row("digits", intrinsic_dim=50, **tiny)], sweep_dataset="digits",
                                  sweep=[_row("digits-d25", intrinsic_dim=25, **tiny)])
     result = reproduce(tmp_path / "r", quiet=True, setting=setting)

@@ -44,7 +44,7 @@ def test_own_model_example_fit_then_curvature_and_report_from_the_cli(tmp_path):
     assert summary["status"] == "complete" and summary["test_accuracy"] > 0.8
     config = json.loads((out / "config.json").read_text())
     assert config["factories"]["model"]["factory"] == "examples_module:make_model"
-    assert set(config["plugins"]) == {"noise", "sharpness"}
+    assert set(config["plugins"]) == {"noise", "sharpness"}  # a fit() record: plugin settings by key
     # without the import the run cannot be rebuilt, and the error says which module is missing
     elsewhere = genlab("curvature", str(out), cwd=tmp_path)
     assert elsewhere.returncode == 2

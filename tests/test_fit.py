@@ -78,7 +78,7 @@ def test_plugin_state_is_restored_by_key_when_a_plugin_is_added_on_resume(tmp_pa
         train(cfg, tmp_path / "r", callbacks=[counter, Crash(6)], quiet=True)
     assert counter.seen == 6
     resumed = Counter()
-    run = train(cfg.model_copy(update={"track_sharpness": 4}), tmp_path / "r", callbacks=[resumed], quiet=True)
+    run = train(cfg.with_changes(track_sharpness=4), tmp_path / "r", callbacks=[resumed], quiet=True)
     assert resumed.seen == 12  # restored 4 (the checkpoint's step) by its key, then 8 more steps
     assert run.summary["status"] == "complete"
     assert any("sharpness" in r for r in run.metrics)
@@ -191,7 +191,7 @@ def test_a_run_interrupted_before_the_plugin_loop_resumes_to_the_same_weights(tm
     run_dir = tmp_path / "old"
     shutil.copytree(fixtures / "run-before-plugins", run_dir)
     config = read_run_config(run_dir)
-    assert config.momentum is None  # migrated: 0.0 was the default, Adam's beta1 0.9
+    assert config.optimizer.momentum == 0.9  # migrated: 0.0 was the default then, Adam's beta1 0.9
     run = train(config, run_dir, quiet=True)
     assert run.summary["status"] == "complete" and run.summary["steps"] == 24
     expected = load_file(str(fixtures / "run-before-plugins.expected.safetensors"))

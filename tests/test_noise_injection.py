@@ -93,7 +93,7 @@ def test_noisy_runs_resume_to_the_same_parameters(tmp_path, noise):
         train(cfg, tmp_path / "crashed", callbacks=[Crash(at=10)], quiet=True)
     train(cfg, tmp_path / "crashed", quiet=True)
     assert_same_params(tmp_path / "straight", tmp_path / "crashed")
-    plain = train(cfg.model_copy(update={"noise": "none"}), tmp_path / "plain", quiet=True)
+    plain = train(cfg.with_changes(noise="none", noise_sigma=0.0), tmp_path / "plain", quiet=True)
     assert plain.summary["train_loss"] != train(cfg, tmp_path / "straight", quiet=True).summary["train_loss"]
 
 

@@ -197,7 +197,7 @@ def test_certificate_report_with_its_stage_runs(tmp_path):
     from genlab.bounds.compression import BoundConfig, compression_bound
 
     out = tmp_path / "digits"
-    settings = BoundConfig(dataset="digits", model="mlp", width=32, intrinsic_dim=50, epochs=4, levels=5,
+    settings = BoundConfig(dataset="digits", model="mlp", width=32, intrinsic_dim=50, epochs=4, quant_levels=5,
                            qat_epochs=1, lr=0.05, batch_size=64)
     cert = compression_bound(settings, out, quiet=True)
     page = parse(build_report(out))

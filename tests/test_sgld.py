@@ -209,7 +209,7 @@ def test_a_covariance_from_the_training_batch_reports_no_bound_and_the_pool_is_t
                       batch_size=32, steps=3, sgld_noise="gradcov", sgld_cov="batch")
     s = train(cfg, tmp_path / "batch", quiet=True).summary
     assert s["sgld_information"] > 0 and s["sgld_error_gap_bound"] is None and "no bound" in s["sgld_bound_note"]
-    s = train(cfg.model_copy(update={"n_train": None, "steps": 2}), tmp_path / "all", quiet=True).summary
+    s = train(cfg.with_changes(**{"n_train": None, "steps": 2}), tmp_path / "all", quiet=True).summary
     assert s["sgld_heldout"].startswith("the test split")
 
 

@@ -54,7 +54,7 @@ def test_run_directory_contents(tmp_path):
     assert ev["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-9)
     assert ev["loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
     assert isinstance(loaded.model, torch.nn.Module) and loaded.data.x_train.shape == (400, 40)
-    assert loaded.objective.n == 400 and loaded.config.lr == 0.05
+    assert loaded.objective.n == 400 and loaded.config.optimizer.lr == 0.05
 
 
 def test_crash_then_resume_matches_uninterrupted(tmp_path):
@@ -161,9 +161,9 @@ def test_other_settings_refuse_to_resume(tmp_path):
     cfg = TrainConfig(**SMALL, steps=3)
     train(cfg, tmp_path / "r", quiet=True)
     with pytest.raises(CheckpointError, match="lr: 0.05 there, 0.1 now"):
-        train(cfg.model_copy(update={"lr": 0.1}), tmp_path / "r", quiet=True)
-    train(cfg.model_copy(update={"lr": 0.1}), tmp_path / "r", quiet=True, overwrite=True)
-    assert load_run(tmp_path / "r").config.lr == 0.1
+        train(cfg.with_changes(lr=0.1), tmp_path / "r", quiet=True)
+    train(cfg.with_changes(lr=0.1), tmp_path / "r", quiet=True, overwrite=True)
+    assert load_run(tmp_path / "r").config.optimizer.lr == 0.1
 
 
 def test_complete_run_is_not_retrained_and_can_be_extended(tmp_path):
@@ -172,10 +172,10 @@ def test_complete_run_is_not_retrained_and_can_be_extended(tmp_path):
     mtime = (tmp_path / "r" / "model.safetensors").stat().st_mtime_ns
     train(cfg, tmp_path / "r", quiet=True)
     assert (tmp_path / "r" / "model.safetensors").stat().st_mtime_ns == mtime
-    train(cfg.model_copy(update={"epochs": 3}), tmp_path / "r", quiet=True)
-    train(cfg.model_copy(update={"epochs": 3}), tmp_path / "straight", quiet=True)
+    train(cfg.with_changes(epochs=3), tmp_path / "r", quiet=True)
+    train(cfg.with_changes(epochs=3), tmp_path / "straight", quiet=True)
     assert_same_params(tmp_path / "r", tmp_path / "straight")
-    assert load_run(tmp_path / "r").config.epochs == 3  # config.json holds the settings now in force
+    assert load_run(tmp_path / "r").config.run.epochs == 3  # config.json holds the settings now in force
 
 
 def test_resume_refuses_changed_data(tmp_path):
@@ -194,7 +194,7 @@ def test_resume_refuses_changed_data(tmp_path):
     with pytest.raises(Crash.Boom):
         train(cfg, tmp_path / "r", callbacks=[Crash(at=3)], quiet=True)
     with pytest.raises(CheckpointError, match="differs from the data it was trained on"):
-        train(cfg.model_copy(update={"data_dir": str(tmp_path / "b")}), tmp_path / "r", quiet=True)
+        train(cfg.with_changes(data_dir=str(tmp_path / "b")), tmp_path / "r", quiet=True)
     assert train(cfg, tmp_path / "r", quiet=True).summary["status"] == "complete"
 
 
@@ -202,7 +202,7 @@ def test_gd_step_is_full_batch_gradient_step(tmp_path):
     cfg = TrainConfig(dataset="mnist1d", n_train=300, model="mlp", width=16, optimizer="gd", lr=0.3, steps=1,
                       eval_batch_size=64, seed=1)
     assert batch_indices(cfg, 300, 0) is None
-    run0 = train(cfg.model_copy(update={"steps": 1}), tmp_path / "one", quiet=True)
+    run0 = train(cfg.with_changes(steps=1), tmp_path / "one", quiet=True)
     # rebuild the initial parameters and take the step by hand
     from genlab.train.run import load_data, make_model, make_objectives
 
@@ -240,9 +240,9 @@ def test_cosine_schedule_resumes_exactly_and_refuses_lengthening(tmp_path):
     from genlab.train.loop import scheduled_lr
 
     cfg = TrainConfig(**{**SMALL, "lr_schedule": "cosine"}, steps=30, checkpoint_every=10, eval_every=5)
-    assert scheduled_lr(cfg, 0, 30) == cfg.lr
-    assert scheduled_lr(cfg, 15, 30) == pytest.approx(cfg.lr / 2)
-    assert scheduled_lr(cfg, 29, 30) < 0.01 * cfg.lr
+    assert scheduled_lr(cfg, 0, 30) == cfg.optimizer.lr
+    assert scheduled_lr(cfg, 15, 30) == pytest.approx(cfg.optimizer.lr / 2)
+    assert scheduled_lr(cfg, 29, 30) < 0.01 * cfg.optimizer.lr
     train(cfg, tmp_path / "straight", quiet=True)
     with pytest.raises(Crash.Boom):
         train(cfg, tmp_path / "crashed", callbacks=[Crash(at=25)], quiet=True)
@@ -252,4 +252,4 @@ def test_cosine_schedule_resumes_exactly_and_refuses_lengthening(tmp_path):
     cosine, constant = final_params(tmp_path / "straight"), final_params(tmp_path / "constant")
     assert any(not torch.equal(cosine[k], constant[k]) for k in cosine)   # the schedule is applied
     with pytest.raises(CheckpointError, match="steps"):
-        train(cfg.model_copy(update={"steps": 40}), tmp_path / "straight", quiet=True)
+        train(cfg.with_changes(steps=40), tmp_path / "straight", quiet=True)

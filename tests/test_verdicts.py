@@ -29,7 +29,7 @@ def _cert_rows(**bounds):
 
     MNIST and Fashion-MNIST default to exactly their published figures: ``at most published`` is inclusive."""
     default = {"mnist": compression.PUBLISHED["mnist"], "fashion-mnist": compression.PUBLISHED["fashion-mnist"]}
-    return {name: _cert_row(cfg.dataset, bounds.get(name, default.get(name, 0.5))) for name, cfg in C_QUICK.rows}
+    return {name: _cert_row(cfg.train.data.name, bounds.get(name, default.get(name, 0.5))) for name, cfg in C_QUICK.rows}
 
 
 def test_compression_held_at_the_published_figures():
@@ -53,8 +53,8 @@ def test_compression_inconclusive_just_above_a_published_figure():
 def test_compression_inconclusive_without_mnist_rows():
     # a setting without the two published datasets cannot be tight: non-vacuous and verified is not enough
     setting = compression.CompressionSetting(rows=C_QUICK.rows[:2], sweep_dataset="digits")
-    assert {cfg.dataset for _, cfg in setting.rows}.isdisjoint(compression.PUBLISHED)
-    rows = {name: _cert_row(cfg.dataset, 0.1) for name, cfg in setting.rows}
+    assert {cfg.train.data.name for _, cfg in setting.rows}.isdisjoint(compression.PUBLISHED)
+    rows = {name: _cert_row(cfg.train.data.name, 0.1) for name, cfg in setting.rows}
     metrics, verdict = compression._verdict(rows, setting)
     assert verdict == "inconclusive"
     assert "mnist.at_most_published" not in metrics and metrics["all_non_vacuous"]
@@ -74,7 +74,7 @@ def test_compression_did_not_hold_with_a_bound_at_the_guessing_error():
 def test_compression_did_not_hold_with_a_vacuous_sweep_row():
     # sweep rows are not reported one by one but count for "every bound is non-vacuous"
     name, cfg = C_QUICK.sweep[0]
-    rows = {**_cert_rows(), name: _cert_row(cfg.dataset, 0.95)}
+    rows = {**_cert_rows(), name: _cert_row(cfg.train.data.name, 0.95)}
     metrics, verdict = compression._verdict(rows, C_QUICK)
     assert verdict == "did not hold" and metrics["all_non_vacuous"] is False
     assert f"{name}.bound" not in metrics

@@ -43,14 +43,14 @@ def _train(out: Path, config: Optional[Path], overwrite: bool, quiet: bool, sett
     """Train a model; writes config.json, metrics.jsonl, summary.json, model.safetensors to --out.
 
     Every setting is a flag (generated from genlab.config.TrainConfig, one definition each) and a key of a
-    --config file; flags override the file.
+    --config file (flat, or in [data] [model] [optimizer] [run] [plugins.*] tables); flags override the file.
     """
-    from genlab.config import TrainConfig, merge_settings, read_config_file, validate_config
+    from genlab.config import TrainConfig, flatten_settings, merge_settings, read_config_file, validate_config
     from genlab.train import train
 
     flags = settings
     epochs, steps = settings.get("epochs"), settings.get("steps")
-    file_values = read_config_file(config) if config else None
+    file_values = flatten_settings(read_config_file(config)) if config else None
     if file_values and (epochs is not None or steps is not None):
         file_values = {k: v for k, v in file_values.items() if k not in ("epochs", "steps")}
     cfg = validate_config(TrainConfig, merge_settings(file_values, flags))
@@ -122,67 +122,57 @@ def curvature_cmd(
     print(line + f"; {r['hvp_count']} Hessian-vector products; wrote {Path(run_dir) / 'curvature.json'}")
 
 
-@app.command("bound")
-def bound_cmd(
-    out: Annotated[Path, Opt("--out", help="Directory of the stage runs, certificate.json and message.bin.")],
-    config: Annotated[Optional[Path], Opt("--config", help="TOML or JSON file of settings; flags override.")] = None,
-    dataset: Annotated[Optional[str], Opt(help="Dataset name (mnist1d).")] = None,
-    model: Annotated[Optional[str], Opt(help="Model name, without BatchNorm (cnn).")] = None,
-    width: Annotated[Optional[int], Opt(help="Model width (family default).")] = None,
-    depth: Annotated[Optional[int], Opt(help="Model depth (family default).")] = None,
-    activation: Annotated[Optional[str], Opt(help="Activation (family default).")] = None,
-    model_option: Annotated[Optional[list[str]], Opt(help="Model option KEY=VALUE (repeatable).")] = None,
-    data_dir: Annotated[Optional[str], Opt(help="Directory of dataset files (default $GENLAB_DATA).")] = None,
-    seed: Annotated[Optional[int], Opt(help="Seed of theta0, the projection and the batch order (0).")] = None,
-    intrinsic_dim: Annotated[Optional[int], Opt(help="Subspace dimension d (500).")] = None,
-    projection: Annotated[Optional[str], Opt(help="sparse | kron | dense (sparse).")] = None,
-    projection_group: Annotated[Optional[list[str]], Opt(help="Parameter-name prefix the subspace covers (repeatable).")] = None,
-    projection_scale: Annotated[Optional[str], Opt(help="Row scale of the projection: none | fan-in (none).")] = None,
-    optimizer: Annotated[Optional[str], Opt(help="Optimizer of every stage (adam).")] = None,
-    lr: Annotated[Optional[float], Opt(help="Subspace training learning rate (0.05).")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="Mini-batch size (100).")] = None,
-    epochs: Annotated[Optional[int], Opt(help="Subspace training epochs (30).")] = None,
-    lr_schedule: Annotated[Optional[str], Opt(help="constant | cosine, for every stage (cosine).")] = None,
-    noise: Annotated[Optional[float], Opt(help="Std of Gaussian noise on w during subspace training (0).")] = None,
-    levels: Annotated[Optional[int], Opt(help="Codebook levels L (7).")] = None,
-    quant_init: Annotated[Optional[str], Opt(help="Codebook initialisation: kmeans | quantiles.")] = None,
-    qat_epochs: Annotated[Optional[int], Opt(help="Quantization-aware training epochs (5).")] = None,
-    qat_lr: Annotated[Optional[float], Opt(help="Quantization-aware training learning rate (0.005).")] = None,
-    qat_stages: Annotated[Optional[int], Opt(help="Progressive quantization in K stages: 1/2, 3/4, ..., all of w (1).")] = None,
-    prior_split: Annotated[Optional[int], Opt(help="Data-dependent bound: prior centre trained on the first M points.")] = None,
-    prior_epochs: Annotated[Optional[int], Opt(help="Prior centre training epochs (5).")] = None,
-    prior_lr: Annotated[Optional[float], Opt(help="Prior centre learning rate (0.001).")] = None,
-    delta: Annotated[Optional[float], Opt(help="Failure probability of the bound (0.05).")] = None,
-    symbol_model: Annotated[Optional[str], Opt(help="Arithmetic coder's symbol model: adaptive | two-part.")] = None,
-    bound: Annotated[Optional[str], Opt("--bound", help="The bound reported: occam_kl | langford_seeger | mcallester | catoni_grid.")] = None,
-    grid: Annotated[Optional[list[str]], Opt(help="Declared grid KEY=[v1,v2,...] (repeatable; replaces the default grid's key).")] = None,
-    from_run: Annotated[Optional[Path], Opt("--from-run", help="Quantize this complete subspace run instead of training one.")] = None,
-    device: Annotated[Optional[str], Opt(help="auto | cpu | cuda.")] = None,
-    quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress output.")] = False,
-) -> None:
-    """Certify a compression bound: subspace training, quantization, arithmetic coding, certificate.json."""
+def _bound(out: Path, config: Optional[Path], grid: Optional[list[str]], from_run: Optional[Path], quiet: bool,
+           settings: dict) -> None:
+    """Certify a compression bound: subspace training, quantization, arithmetic coding, certificate.json.
+
+    Training flags are genlab train's (the subspace stage); --quant-*, --qat-*, --prior-* set the other stages.
+    """
     from genlab.bounds.compression.certificate import DEFAULT_GRID
-    from genlab.bounds.compression.pipeline import BoundConfig, compression_bound
-    from genlab.config import merge_settings, parse_key_values, read_config_file, validate_config
+    from genlab.bounds.compression.pipeline import compression_bound
+    from genlab.config import flatten_settings, merge_settings, parse_key_values, read_config_file
+    from genlab.settings.bound import bound_config
 
     grid_values = parse_key_values(grid, "--grid")
-    flags = dict(dataset=dataset, model=model, width=width, depth=depth, activation=activation, data_dir=data_dir,
-                 seed=seed, intrinsic_dim=intrinsic_dim, projection=projection,
-                 projection_groups=projection_group or None, projection_scale=projection_scale, optimizer=optimizer,
-                 lr=lr, batch_size=batch_size,
-                 epochs=epochs, lr_schedule=lr_schedule, noise=noise, levels=levels, quant_init=quant_init, qat_epochs=qat_epochs, qat_lr=qat_lr,
-                 qat_stages=qat_stages, prior_split=prior_split, prior_epochs=prior_epochs, prior_lr=prior_lr, delta=delta,
-                 symbol_model=symbol_model, reported_bound=bound, device=device,
-                 model_options=parse_key_values(model_option, "--model-option") or None)
     file_values = read_config_file(config) if config else None
-    settings = validate_config(BoundConfig, merge_settings(file_values, flags))
+    if file_values and isinstance(file_values.get("train"), dict):  # {"train": {...}, stage settings}
+        file_values = {**flatten_settings(file_values.pop("train")), **file_values}
+    file_values = flatten_settings(file_values) if file_values else None
+    cfg = bound_config(merge_settings(file_values, settings))
     if grid_values:
-        settings.grid = {**(settings.grid or DEFAULT_GRID), **grid_values}
-    c = compression_bound(settings, out, from_run=from_run, quiet=quiet)
+        cfg.grid = {**(cfg.grid or DEFAULT_GRID), **grid_values}
+    c = compression_bound(cfg, out, from_run=from_run, quiet=quiet)
     print(f"{out}: {c['reported_bound']} bound {100 * c['bound']:.2f}% on {c['n']:,} points (train error "
           f"{100 * c['train_error']:.2f}%, test error {100 * c['test_error']:.2f}%, message {c['message_bits']:,} "
           f"bits + {c['hyperparameter_bits']:.1f} hyper-parameter bits, {c['time_s']['total']:.0f} s); "
           f"wrote {Path(out) / 'certificate.json'}")
+
+
+def _register_bound() -> None:
+    import inspect
+
+    from genlab.cli_settings import FlagGroup, with_settings_flags
+    from genlab.config import TrainConfig
+    from genlab.settings.bound import BOUND_BASE, STAGE_OWNED, BoundStages
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    fixed = [
+        inspect.Parameter("out", kw, annotation=Annotated[Path, Opt(
+            "--out", help="Directory of the stage runs, certificate.json and message.bin.")]),
+        inspect.Parameter("config", kw, default=None, annotation=Annotated[Optional[Path], Opt(
+            "--config", help="TOML or JSON file of settings; flags override.")]),
+        inspect.Parameter("grid", kw, default=None, annotation=Annotated[Optional[list[str]], Opt(
+            help="Declared grid KEY=[v1,v2,...] (repeatable; replaces the default grid's key).")]),
+        inspect.Parameter("from_run", kw, default=None, annotation=Annotated[Optional[Path], Opt(
+            "--from-run", help="Quantize this complete subspace run instead of training one.")]),
+        inspect.Parameter("quiet", kw, default=False, annotation=Annotated[bool, Opt(
+            "--quiet", "-q", help="No progress output.")]),
+    ]
+    groups = [FlagGroup(TrainConfig, exclude=STAGE_OWNED, defaults=BOUND_BASE), FlagGroup(BoundStages)]
+    app.command("bound")(with_settings_flags(groups, fixed, _bound))
+
+
+_register_bound()
 
 
 @app.command("verify")

@@ -11,218 +11,241 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from genlab.errors import ConfigError
+from genlab.settings.optimizers import (OPTIMIZER_SETTINGS, OptimizerSettings, SGDSettings, optimizer_settings_class,
+                                        owners_of)
+from genlab.settings.sections import (DataSettings, ModelSettings, PluginSettings, RunSettings, Section,
+                                      flat_name)
+
+
+_SECTIONS: dict[str, type[Section]] = {"data": DataSettings, "model": ModelSettings, "run": RunSettings}
+_PLUGINS: dict[str, type[Section]] = {k: f.annotation for k, f in PluginSettings.model_fields.items()}
+
+
+def _section_fields() -> dict[str, tuple[tuple[str, ...], str]]:
+    """flat name -> (path of its section, field name) for every setting outside the optimizer."""
+    out = {}
+    for path, cls in [*(((s,), c) for s, c in _SECTIONS.items()), *((("plugins", p), c) for p, c in _PLUGINS.items())]:
+        for name, field in cls.model_fields.items():
+            out[flat_name(name, field)] = (path, name)
+    return out
+
+
+_FIELDS = _section_fields()
+
+
+def flatten_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Settings given by section (``{"optimizer": {"name": "ivon", "ess": 100}}``, as a TOML table or a
+    stored config.json) in their flat spelling (``{"optimizer": "ivon", "ess": 100}``); flat keys pass as
+    they are. A key a section does not know becomes ``section.key`` (refused as unknown)."""
+    out: dict[str, Any] = {}
+
+    def hoist(section: str, cls: type[BaseModel] | None, table: Any) -> None:
+        table = table.model_dump() if isinstance(table, BaseModel) else table
+        for key, value in table.items():
+            if section == "optimizer":
+                out["optimizer" if key == "name" else key] = value
+            elif cls is not None and key in cls.model_fields:
+                out[flat_name(key, cls.model_fields[key])] = value
+            else:
+                out[f"{section}.{key}"] = value
+
+    for key, value in values.items():
+        table = isinstance(value, (dict, BaseModel))
+        if key in _SECTIONS and table:
+            hoist(key, _SECTIONS[key], value)
+        elif key == "optimizer" and table:
+            hoist("optimizer", None, value)
+        elif key == "plugins" and table:
+            plugins = value.model_dump() if isinstance(value, BaseModel) else value
+            for name, sub in plugins.items():
+                if name in _PLUGINS and isinstance(sub, dict):
+                    hoist(f"plugins.{name}", _PLUGINS[name], sub)
+                else:
+                    out[f"plugins.{name}"] = sub
+        else:
+            out[key] = value
+    return out
+
+
+def nest_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Flat (or sectioned) settings as sections. A setting of an optimizer this run does not use is refused
+    unless it holds that optimizer's default (stored configs of every optimizer carry them all)."""
+    flat = flatten_settings(values)
+    name = flat.pop("optimizer", None) or "sgd"
+    out: dict[str, Any] = {"data": {}, "model": {}, "run": {}, "plugins": {p: {} for p in _PLUGINS},
+                           "optimizer": {"name": name}}
+    mine = OPTIMIZER_SETTINGS.get(name)
+    if mine is None:
+        try:
+            mine = optimizer_settings_class(name)
+        except ValueError:  # the optimizer field reports the unknown name
+            mine = None
+    for key, value in flat.items():
+        if key in _FIELDS:
+            path, field = _FIELDS[key]
+            target = out
+            for part in path:
+                target = target[part]
+            target[field] = value
+        elif mine is not None and key in mine.model_fields and key != "name":
+            if value is None and mine.model_fields[key].get_default() is not None:
+                continue  # stored None: "the optimizer's default" (config_version 2)
+            out["optimizer"][key] = value
+        elif mine is not None and owners_of(key):
+            owners = owners_of(key)
+            if value is None or any(value == OPTIMIZER_SETTINGS[o].model_fields[key].get_default() for o in owners):
+                continue  # another optimizer's default: nothing to ignore
+            raise ValueError(f"{key}: a setting of optimizer {' / '.join(dict.fromkeys(owners))}, which this run "
+                             f"does not use (optimizer {name}); remove it")
+        else:
+            out[key] = value  # config_version, or unknown (refused by extra="forbid")
+    return out
 
 
 class TrainConfig(BaseModel):
-    """Everything that defines a training run (``genlab train``).
+    """Everything that defines a training run (``genlab train``), in sections.
+
+    ``data`` (:class:`~genlab.settings.DataSettings`), ``model``, ``optimizer`` (the chosen optimizer's
+    settings only: a discriminated union on ``name``, see :mod:`genlab.settings.optimizers`), ``plugins``
+    (each plugin's own section) and ``run`` (length, batching, seed, bookkeeping). It may be built from flat
+    settings -- ``TrainConfig(dataset="mnist1d", optimizer="ivon", ess=1e4)``, a flat config file or a sweep
+    -- or from sections (a TOML file with ``[optimizer]`` tables, a stored ``config.json``); :meth:`flat`
+    gives the flat spelling back.
 
     Exactly one of ``epochs`` and ``steps`` sets the length (default: 10 epochs).
     For ``gd`` an epoch is one full-batch step; for ``sgd`` and ``adam`` it is
     ``ceil(n_train / batch_size)`` steps over a fresh permutation.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
-    # data
-    dataset: str = Field("mnist1d", description="dataset name (see genlab datasets)")
-    n_train: int | None = Field(None, ge=1, description="keep the first n training points")
-    label_noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of training labels corrupted")
-    loss: Literal["ce", "mse"] | None = Field(None, description="ce or mse (one-hot); default: the dataset's")
-    data_dir: str | None = Field(None, description="directory of dataset files (default $GENLAB_DATA, then "
-                                                   "../shared/data, then the user cache)")
-    dataset_options: dict[str, Any] = Field(default_factory=dict, description="dataset option KEY=VALUE",
-                                            json_schema_extra={"flag": "--dataset-option"})
-    # model
-    model: str = Field("mlp", description="model name (see genlab models)")
-    width: int | None = Field(None, ge=1, description="model width (the family's default)")
-    depth: int | None = Field(None, ge=1, description="model depth (the family's default)")
-    activation: str | None = Field(None, description="activation: relu, tanh, ... (the family's default)")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout rate in [0, 1)")
-    batchnorm: bool = Field(True, description="BatchNorm in resnet")
-    model_options: dict[str, Any] = Field(default_factory=dict, description="model option KEY=VALUE",
-                                          json_schema_extra={"flag": "--model-option"})
-    # optimisation
-    optimizer: str = Field("sgd", description="gd | sgd | adam | sgld | gld | ivon | vgd (and registered ones)")
-    lr: float = Field(0.1, gt=0.0, description="learning rate")
-    lr_schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="constant, or cosine decay from lr to 0 over the run's steps")
-    momentum: float | None = Field(None, ge=0.0, lt=1.0, description="heavy-ball momentum (gd, sgd; default 0) "
-                                                                     "or Adam's beta1 (default 0.9)")
-    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay (gd, sgd, adam, ivon)")
-    batch_size: int = Field(64, ge=1, description="mini-batch size (ignored by full-batch optimizers)")
-    epochs: int | None = Field(None, ge=1, description="length in epochs (default 10)")
-    steps: int | None = Field(None, ge=1, description="length in optimizer steps (instead of epochs)")
-    seed: int = Field(0, ge=0, description="seed of init, batch order, label noise, dropout")
-    # SGLD (optimizer sgld / gld; genlab.optim.SGLD)
-    sgld_noise: Literal["isotropic", "diagonal", "gradcov", "sqrt-gradcov"] = Field(
-        "isotropic", description="SGLD noise shape")
-    noise_trace: float = Field(1e-4, gt=0.0, description="SGLD: total noise variance tr(Sigma) added per step")
-    noise_floor: float = Field(1e-3, gt=0.0, le=1.0, description="SGLD: share of noise_trace spread isotropically")
-    sgld_cov: Literal["batch", "heldout"] = Field(
-        "heldout", description="SGLD: estimate C on held-out points (data-independent prior; a bound) or on the "
-                               "step's batch (no bound)")
-    sgld_completion: bool = Field(True, description="SGLD: complete the low-rank C with its estimated unseen "
-                                                    "variance (genlab.optim.noise)")
-    sgld_cov_size: int | None = Field(None, ge=2, description="SGLD: points C is estimated on (default batch_size)")
-    sgld_bound: bool = Field(True, description="SGLD: account the information-theoretic bound (one held-out "
-                                               "gradient per step)")
-    # variational learning (optimizer ivon / vgd; genlab.optim.ivon)
-    ess: float | None = Field(None, gt=0.0, description="IVON: effective sample size (default: the training-set size)")
-    hess_init: float = Field(1.0, gt=0.0, description="IVON: initial Hessian estimate h0")
-    ivon_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="IVON: gradient momentum")
-    ivon_beta2: float = Field(0.99999, ge=0.0, le=1.0, description="IVON: Hessian-estimate momentum")
-    ivon_clip: float | None = Field(None, gt=0.0, description="IVON: element-wise clip of the update direction")
-    mc_samples: int = Field(1, ge=1, description="IVON / VGD: posterior samples per step")
-    posterior: Literal["gaussian", "student-t"] = Field("gaussian", description="IVON / VGD: sampling distribution")
-    dof: int = Field(4, ge=3, description="IVON / VGD: Student-t degrees of freedom")
-    vgd_sigma: float = Field(0.01, ge=0.0, description="VGD: posterior standard deviation (isotropic)")
-    # subspace training and quantization (genlab.bounds.compression)
-    intrinsic_dim: int | None = Field(None, ge=1, description="train theta0 + P w with w in R^d (d = intrinsic_dim)")
-    projection: Literal["dense", "sparse", "kron"] = Field("sparse", description="the random projection P")
-    projection_scale: Literal["none", "fan-in"] = Field(
-        "none", description="row scale of P: none, or 1/sqrt(fan-in) of each layer (equal relative moves)")
-    projection_seed: int | None = Field(None, ge=0, description="seed of P (default: seed)")
-    projection_groups: list[str] = Field(default_factory=list, json_schema_extra={"flag": "--projection-group"},
-                                         description="parameter-name prefixes the subspace covers (default: all)")
-    subspace_prior: str | None = Field(None, description="run directory whose final weights are theta0 (a prior "
-                                                         "centre for data-dependent bounds); default: the random "
-                                                         "initialisation from seed")
-    subspace_noise: float = Field(0.0, ge=0.0, description="std of Gaussian noise added to w in training forward "
-                                                          "passes (flat minima that survive quantization)")
-    quant_levels: int | None = Field(None, ge=1, le=256, description="quantization-aware training of w with a "
-                                                                     "learned codebook of this many levels")
-    quant_init: Literal["quantiles", "kmeans"] = Field("kmeans", description="codebook initialisation from w")
-    quant_stages: int = Field(1, ge=1, le=16, description="progressive quantization: K equal stages quantizing "
-                              "1/2, 3/4, ..., then all of w (1: all at once)")
-    init_from: str | None = Field(None, description="run directory whose final weights start this run (same "
-                                                    "model; with quant_levels, the codebook is fitted to its w)")
-    # noise injected into the step (genlab.train.noise_injection)
-    noise: Literal["none", "label", "dropconnect", "anti-pgd"] = Field(
-        "none", description="noise injection: label, dropconnect or anti-pgd (with noise_sigma)")
-    noise_sigma: float = Field(0.0, ge=0.0, description="label: target std (regression) or flip probability; "
-                                                        "dropconnect: drop rate (< 1); anti-pgd: perturbation std")
-    # bookkeeping (do not change the trajectory)
-    eval_every: int | None = Field(None, ge=1, description="steps between evaluations; default: one epoch")
-    checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints; default: eval_every")
-    eval_batch_size: int = Field(1000, ge=1, description="chunk size for full-dataset passes")
-    dtype: Literal["float32", "float64"] = Field("float32", description="float32 | float64")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    # curvature tracking (genlab.curvature.SharpnessTracker; does not change the trajectory)
-    track_sharpness: int | None = Field(None, ge=1, description="steps between sharpness measurements")
-    track_top_k: int = Field(1, ge=1, le=100, description="top Hessian eigenvalues tracked")
-    track_trace: int = Field(0, ge=0, description="Hutch++ products for the Hessian trace per measurement (0: off)")
-    track_jacobian: bool = Field(False, description="also track input-output Jacobian norms")
-    # logging (does not change the trajectory)
-    tensorboard: bool = Field(False, description="also write TensorBoard event files to RUN/tensorboard/")
-    # 2: momentum None means the optimizer's default (runs written before kept 0.0 for Adam's 0.9)
-    config_version: int = Field(2, ge=1, le=2, description="format of these settings (set by genlab)",
-                                json_schema_extra={"flag": None})
+    data: DataSettings = Field(default_factory=DataSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    optimizer: SerializeAsAny[OptimizerSettings] = Field(default_factory=SGDSettings)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
+    # 2: momentum None meant the optimizer's default (runs written before kept 0.0 for Adam's 0.9);
+    # 3: settings in sections (flat configs of versions 1 and 2 still load)
+    config_version: int = Field(3, ge=1, le=3, description="format of these settings (set by genlab)")
 
-    @field_validator("dataset", "model", "optimizer")
+    @model_validator(mode="before")
     @classmethod
-    def _known_name(cls, v: str, info: ValidationInfo) -> str:
-        from genlab.data import DATASETS
-        from genlab.models import MODELS
-        from genlab.train.optimizers import OPTIMIZERS
+    def _sections(cls, values: Any) -> Any:
+        return nest_settings(values) if isinstance(values, dict) else values
 
-        registry = {"dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS}[info.field_name]
-        if v not in registry:
-            raise ValueError(f"unknown {info.field_name} {v!r}; allowed: {', '.join(registry)}")
-        return v
-
-    @field_validator("device")
+    @field_validator("optimizer", mode="before")
     @classmethod
-    def _known_device(cls, v: str) -> str:
-        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
-            return v
-        raise ValueError(f"unknown device {v!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+    def _chosen_optimizer(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return optimizer_settings_class(value.get("name", "sgd")).model_validate(value)
+        return value
 
     @model_validator(mode="after")
-    def _noise_sigma_range(self) -> TrainConfig:
-        if self.noise == "dropconnect" and not self.noise_sigma < 1:
-            raise ValueError(f"noise_sigma is the dropconnect drop rate and must be < 1 (got {self.noise_sigma})")
-        if self.noise == "label" and self.noise_sigma > 1 and self.loss == "ce":
-            raise ValueError(f"noise_sigma is a flip probability for classification labels (got {self.noise_sigma})")
+    def _across_sections(self) -> TrainConfig:
+        noise = self.plugins.noise
+        if noise.noise == "label" and noise.noise_sigma > 1 and self.data.loss == "ce":
+            raise ValueError(f"noise_sigma is a flip probability for classification labels (got {noise.noise_sigma})")
+        if self.plugins.quantization.quant_levels is not None and self.plugins.subspace.intrinsic_dim is None:
+            raise ValueError("quant_levels needs intrinsic_dim (quantization-aware training of subspace "
+                             "coordinates)")
         return self
 
-    @model_validator(mode="after")
-    def _quantization_settings(self) -> TrainConfig:
-        if self.quant_stages > 1 and self.quant_levels is None:
-            raise ValueError("quant_stages needs quant_levels (quantization-aware training)")
-        return self
+    def flat(self) -> dict[str, Any]:
+        """Every setting under its flat name (the keys of a flat config file and, with dashes, the flags)."""
+        out = {**self.data.flat(), **self.model.flat(), **self.optimizer.flat(), **self.run.flat()}
+        for name in _PLUGINS:
+            out.update(getattr(self.plugins, name).flat())
+        out["config_version"] = self.config_version
+        return out
 
-    @model_validator(mode="after")
-    def _subspace_settings(self) -> TrainConfig:
-        if self.intrinsic_dim is None and (self.quant_levels is not None or self.subspace_prior is not None
-                                           or self.projection_groups or self.subspace_noise > 0
-                                           or self.projection_scale != "none"):
-            raise ValueError("quant_levels, subspace_prior, subspace_noise, projection_groups and projection_scale "
-                             "need intrinsic_dim (subspace training)")
-        return self
-
-    @model_validator(mode="after")
-    def _no_settings_of_features_that_are_off(self) -> TrainConfig:
-        """A setting of a feature this run does not use would be ignored: refuse it (one line)."""
-        from genlab.train.optimizers import OPTIMIZERS
-
-        if self.optimizer not in OPTIMIZERS:
-            return self
-        mine = set(OPTIMIZERS[self.optimizer].settings)
-        owners: dict[str, list[str]] = {}
-        for name, spec in OPTIMIZERS.items():
-            for key in spec.settings:
-                owners.setdefault(key, []).append(name)
-        off = {k: f"optimizer {' / '.join(v)}" for k, v in owners.items() if k not in mine}
-        if self.noise == "none":
-            off["noise_sigma"] = "noise injection (noise label / dropconnect / anti-pgd)"
-        if self.track_sharpness is None:
-            off.update({k: "track_sharpness" for k in ("track_top_k", "track_trace", "track_jacobian")})
-        for key, feature in off.items():
-            if key in type(self).model_fields and getattr(self, key) != type(self).model_fields[key].get_default(
-                    call_default_factory=True):
-                raise ValueError(f"{key}: a setting of {feature}, which this run does not use (optimizer "
-                                 f"{self.optimizer}); remove it")
-        return self
-
-    @model_validator(mode="after")
-    def _one_length(self) -> TrainConfig:
-        if self.epochs is not None and self.steps is not None:
-            raise ValueError("give epochs or steps, not both")
-        return self
-
-    # Settings that may change between a run and its resumption without
-    # changing the trajectory it follows (lengthening a run is allowed).
-    RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("epochs", "steps", "eval_every", "checkpoint_every", "device",
-                                          "eval_batch_size", "data_dir", "track_sharpness", "track_top_k",
-                                          "track_trace", "track_jacobian", "tensorboard", "config_version")
+    @classmethod
+    def resumable_settings(cls) -> frozenset[str]:
+        """Settings that may change between a run and its resumption without changing the trajectory it
+        follows (lengthening a run is allowed): each section's own declaration."""
+        out = {"config_version"}
+        for section in [*_SECTIONS.values(), *_PLUGINS.values(), *OPTIMIZER_SETTINGS.values()]:
+            out |= section.RESUMABLE
+        return frozenset(out)
 
     def trajectory_fields(self) -> dict[str, Any]:
-        """The settings that define the optimisation trajectory (for resume checks)."""
-        out = {k: v for k, v in self.model_dump().items() if k not in self.RESUMABLE_CHANGES}
-        if out.get("momentum") is None:  # the optimizer's default, spelled out: None and 0.0 are one SGD
-            out["momentum"] = 0.9 if self.optimizer == "adam" else 0.0
+        """The settings that define the optimisation trajectory (for resume checks), flat."""
+        resumable = self.resumable_settings()
+        return {k: v for k, v in self.flat().items() if k not in resumable}
+
+    def with_changes(self, **changes: Any) -> TrainConfig:
+        """A validated copy with some settings changed (flat names): ``config.with_changes(lr=0.1)``."""
+        return validate_config(type(self), {**self.flat(), **changes})
+
+    @classmethod
+    def flat_names(cls) -> list[str]:
+        """Every flat setting name, every optimizer's included."""
+        return [flat for flat, _, _ in cls.setting_fields()]
+
+    @classmethod
+    def setting_fields(cls) -> list[tuple[str, Any, tuple[str, ...]]]:
+        """``(flat name, pydantic field, optimizers having it or ())`` of every setting, section by section:
+        what the CLI makes its flags of (one definition per setting)."""
+        out: list[tuple[str, Any, tuple[str, ...]]] = []
+        seen: set[str] = set()
+
+        def add(section: type[BaseModel], owners: tuple[str, ...] = ()) -> None:
+            for name, field in section.model_fields.items():
+                flat = flat_name(name, field)
+                if flat not in seen:
+                    seen.add(flat)
+                    out.append((flat, field, owners))
+
+        add(DataSettings)
+        add(ModelSettings)
+        add(OptimizerSettings)
+        for cls_ in dict.fromkeys(OPTIMIZER_SETTINGS.values()):
+            for name, field in cls_.model_fields.items():
+                flat = flat_name(name, field)
+                if flat not in seen:
+                    seen.add(flat)
+                    out.append((flat, field, tuple(owners_of(flat))))
+        add(RunSettings)
+        for section in _PLUGINS.values():
+            add(section)
         return out
+
+
+_SECTION_PATHS = {(s,) for s in (*_SECTIONS, "optimizer", "plugins")} | {("plugins", p) for p in _PLUGINS}
+_BY_PATH = {(*path, name): flat for flat, (path, name) in _FIELDS.items()}
+
+
+def _setting_of(loc: tuple) -> str:
+    """The name to show for an error's location: a setting's flat name; nothing for a whole section (its
+    validators name their settings); else the dotted path."""
+    parts = tuple(str(p) for p in loc)
+    if parts[:1] == ("train",):  # the base training config of a BoundConfig
+        parts = parts[1:]
+    if not parts or parts in _SECTION_PATHS:
+        return ""
+    if parts in _BY_PATH:
+        return _BY_PATH[parts]
+    if parts[0] == "optimizer" and len(parts) == 2:
+        return "optimizer" if parts[1] == "name" else parts[1]
+    return ".".join(parts)
 
 
 def format_validation_error(err: ValidationError) -> str:
     """One line naming each bad field, what is wrong and the value given."""
     parts = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "config"
+        field = _setting_of(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown setting"
-            parts.append(f"{field}: {msg}")
+            parts.append(f"{field}: unknown setting")
             continue
         if "input" in e and not isinstance(e["input"], dict):
             msg += f" (got {e['input']!r})"
-        parts.append(f"{field}: {msg}")
+        parts.append(f"{field}: {msg}" if field else msg)
     return "bad setting " + "; ".join(parts)
 
 
@@ -233,7 +256,8 @@ def validate_config(model: type[BaseModel], values: dict[str, Any]) -> BaseModel
     except ValidationError as err:
         msg = format_validation_error(err)
         if any(e["type"] == "extra_forbidden" for e in err.errors()):
-            msg += f"; allowed settings: {', '.join(model.model_fields)}"
+            names = model.flat_names() if hasattr(model, "flat_names") else list(model.model_fields)
+            msg += f"; allowed settings: {', '.join(names)}"
         raise ConfigError(msg) from None
 
 

@@ -36,17 +36,17 @@ def plot_curves(runs: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = sorted({run.config.dataset for run in runs.values()})
+    datasets = sorted({run.config.data.name for run in runs.values()})
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), dpi=120, squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         for (name, run), color in zip(runs.items(), ("tab:blue", "tab:orange", "tab:green")):
-            if run.config.dataset != dataset:
+            if run.config.data.name != dataset:
                 continue
             rec = [r for r in run.metrics if "test_accuracy" in r]
             ax.plot([r["epoch"] for r in rec], [r["train_accuracy"] for r in rec], color=color, ls="--",
                     label=f"{name} train")
             ax.plot([r["epoch"] for r in rec], [r["test_accuracy"] for r in rec], color=color, label=f"{name} test")
-        n_train = next(r.objective.n for r in runs.values() if r.config.dataset == dataset)
+        n_train = next(r.objective.n for r in runs.values() if r.config.data.name == dataset)
         ax.set(xlabel="epoch", ylabel="accuracy", title=f"{dataset} ({n_train:,} training points)", ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         s = run.summary
         recheck = run.test_objective.evaluate()["accuracy"]
         ok &= abs(recheck - s["test_accuracy"]) < 1e-9
-        print(f"{name:<7} {run.config.dataset:<14} {s['num_params']:>8,} {s['steps']:>6} {s['train_accuracy']:>10.3f} {s['test_accuracy']:>9.3f}"
+        print(f"{name:<7} {run.config.data.name:<14} {s['num_params']:>8,} {s['steps']:>6} {s['train_accuracy']:>10.3f} {s['test_accuracy']:>9.3f}"
               f" {s['generalization_gap_accuracy']:>7.3f} {s['wall_time_s']:>7.1f}")
     plot_curves(runs, out / "curves.png")
     print(f"\nrun directories: {', '.join(str(r.path) for r in runs.values())}; figure: {out / 'curves.png'}")

@@ -195,7 +195,7 @@ def run_is_complete(path: Path, settings: dict[str, Any]) -> bool:
     except (GenlabError, OSError, json.JSONDecodeError):
         return False
     return (old.trajectory_fields() == new.trajectory_fields()
-            and (old.epochs, old.steps) == (new.epochs, new.steps))
+            and (old.run.epochs, old.run.steps) == (new.run.epochs, new.run.steps))
 
 
 def _summary_row(path: Path) -> dict[str, Any]:

@@ -126,8 +126,8 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
 
 def _threshold(config) -> float | None:
     """``2 / lr`` (with heavy-ball momentum ``(2 + 2 beta) / lr``) for GD runs; ``None`` for others."""
-    if config.optimizer == "gd":
-        return (2 + 2 * (config.momentum or 0.0)) / config.lr
+    if config.optimizer.name == "gd":
+        return (2 + 2 * config.optimizer.momentum) / config.optimizer.lr
     return None
 
 

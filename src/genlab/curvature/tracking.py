@@ -244,11 +244,11 @@ class SharpnessTracker(Callback):
 
 
 def _tracker_plugins(ctx: BuildContext) -> list[Callback]:
-    c = ctx.config
-    if c.track_sharpness is None:
+    t = ctx.config.plugins.tracking
+    if t.track_sharpness is None:
         return []
-    return [SharpnessTracker(c.track_sharpness, top_k=c.track_top_k, trace_matvecs=c.track_trace,
-                             jacobian=c.track_jacobian)]
+    return [SharpnessTracker(t.track_sharpness, top_k=t.track_top_k, trace_matvecs=t.track_trace,
+                             jacobian=t.track_jacobian)]
 
 
 register_plugin_factory("sharpness", _tracker_plugins, order=20)

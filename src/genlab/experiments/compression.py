@@ -50,7 +50,7 @@ def _row(name: str, **kw: Any) -> tuple[str, BoundConfig]:
     grid = {**DEFAULT_GRID, **SEARCHED}
     if kw.get("prior_split") is not None:
         grid["prior_split"] = [None, 20000, 30000]   # the splits we tried
-    return name, BoundConfig(**{"batch_size": 128, "projection": "sparse", "levels": 5, "grid": grid, **kw})
+    return name, BoundConfig(**{"batch_size": 128, "projection": "sparse", "quant_levels": 5, "grid": grid, **kw})
 
 
 @dataclass
@@ -71,7 +71,7 @@ def _sweep(dataset: str, dims: list[int], **kw: Any) -> list[tuple[str, BoundCon
 MNIST1D = dict(dataset="mnist1d", model="cnn", intrinsic_dim=500, epochs=100, lr=0.05, qat_epochs=30, qat_lr=0.01)
 DIGITS = dict(dataset="digits", model="mlp", intrinsic_dim=250, epochs=200, lr=0.1, qat_epochs=30, qat_lr=0.01)
 DIGITS_SWEEP = {k: v for k, v in DIGITS.items() if k not in ("dataset", "intrinsic_dim")}
-LENET = dict(model="lenet5", intrinsic_dim=1000, lr=0.1, qat_lr=0.01, projection_scale="fan-in", qat_stages=4)
+LENET = dict(model="lenet5", intrinsic_dim=1000, lr=0.1, qat_lr=0.01, projection_scale="fan-in", quant_stages=4)
 SETTINGS = {
     "quick": CompressionSetting(
         rows=[_row("mnist1d", **MNIST1D), _row("digits", **DIGITS),
@@ -83,7 +83,7 @@ SETTINGS = {
               _row("mnist", dataset="mnist", **LENET, epochs=20, qat_epochs=30),
               _row("fashion-mnist", dataset="fashion-mnist", **LENET, epochs=20, qat_epochs=30),
               _row("mnist-data-dependent", dataset="mnist", model="lenet5", intrinsic_dim=50, epochs=10, lr=0.03,
-                   levels=3, qat_epochs=3, qat_lr=0.003, prior_split=30000, prior_epochs=40, prior_lr=0.001)],
+                   quant_levels=3, qat_epochs=3, qat_lr=0.003, prior_split=30000, prior_epochs=40, prior_lr=0.001)],
         sweep_dataset="mnist",
         sweep=_sweep("mnist", [250, 500, 1000, 2000], model="lenet5", epochs=5, lr=0.1, qat_epochs=5, qat_lr=0.01,
                      projection_scale="fan-in"),
@@ -101,15 +101,16 @@ def reproduce(out: str | Path, quick: bool = False, quiet: bool = False,
     for name, cfg in [*setting.rows, *setting.sweep]:
         if name in rows:
             continue
+        flat = cfg.flat()
         if not quiet:
-            print(f"compression: {name} ({cfg.dataset}, {cfg.model}, d={cfg.intrinsic_dim}, L={cfg.levels}, "
-                  f"{cfg.epochs} epochs)")
+            print(f"compression: {name} ({flat['dataset']}, {flat['model']}, d={flat['intrinsic_dim']}, "
+                  f"L={flat['quant_levels']}, {flat['epochs']} epochs)")
         cert = compression_bound(cfg, out / "runs" / name, quiet=True)
         checked = verify(out / "runs" / name)   # raises on any mismatch: a row that does not verify stops the run
-        rows[name] = {"dataset": cfg.dataset, "model": cfg.model, "seed": cfg.seed, "d": cfg.intrinsic_dim,
-                      "levels": cfg.levels,
-                      "projection": cfg.projection, "projection_scale": cfg.projection_scale,
-                      "qat_stages": cfg.qat_stages, "prior_split": cfg.prior_split, "n": cert["n"],
+        rows[name] = {"dataset": flat["dataset"], "model": flat["model"], "seed": flat["seed"],
+                      "d": flat["intrinsic_dim"], "levels": flat["quant_levels"],
+                      "projection": flat["projection"], "projection_scale": flat["projection_scale"],
+                      "qat_stages": flat["quant_stages"], "prior_split": flat["prior_split"], "n": cert["n"],
                       "train_error": cert["train_error"], "test_error": cert["test_error"],
                       "message_bits": cert["message_bits"], "hyperparameter_bits": cert["hyperparameter_bits"],
                       "bound": cert["bound"], "bounds": cert["bounds"], "verified": checked["bound"] == cert["bound"],

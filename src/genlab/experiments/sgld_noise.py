@@ -273,8 +273,8 @@ def _plot_information(out: Path, runs: dict, setting: SGLDNoiseSetting) -> str:
         pts = [(r["step"], r["sgld_information"]) for r in run.metrics if "sgld_information" in r and r["step"]]
         if pts:
             steps, info = zip(*pts)
-            ax.plot(steps, info, marker=".", color=colors[run.config.sgld_noise],
-                    ls=styles.get(run.config.noise_trace, "-"), label=name)
+            ax.plot(steps, info, marker=".", color=colors[run.config.optimizer.sgld_noise],
+                    ls=styles.get(run.config.optimizer.noise_trace, "-"), label=name)
     ax.set(xlabel="step", ylabel="accounted information I (nats)", title="SGLD: KL sum along the run")
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")

@@ -183,15 +183,15 @@ def _plot_sharpness(out: Path, runs: dict) -> str:
     from genlab.report.figures import pyplot, save_figure
 
     plt = pyplot()
-    losses = sorted({r.config.loss for r in runs.values()}, key=lambda s: s != "mse")
+    losses = sorted({r.config.data.loss for r in runs.values()}, key=lambda s: s != "mse")
     fig, axes = plt.subplots(1, len(losses), figsize=(5.5 * len(losses), 4), squeeze=False)
     for ax, loss in zip(axes[0], losses):
         for (name, run), color in zip(runs.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-            if run.config.loss != loss:
+            if run.config.data.loss != loss:
                 continue
             s = tracked_series(run.metrics, "sharpness")
-            ax.plot(s["step"], s["sharpness"], color=color, label=f"lr={run.config.lr:g}")
-            ax.axhline(2 / run.config.lr, color=color, ls="--", lw=1)
+            ax.plot(s["step"], s["sharpness"], color=color, label=f"lr={run.config.optimizer.lr:g}")
+            ax.axhline(2 / run.config.optimizer.lr, color=color, ls="--", lw=1)
         ax.set(xlabel="step", ylabel="sharpness (top Hessian eigenvalue)",
                title=f"{loss}: sharpness vs steps (dashed: 2/lr)")
         ax.grid(alpha=0.3)

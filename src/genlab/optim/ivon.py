@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from genlab.settings.optimizers import IVONSettings, VGDSettings
 from genlab.train.optimizers import OptimizerSpec, register_optimizer
 
 POSTERIORS = ("gaussian", "student-t")
@@ -376,25 +377,25 @@ __all__ = ["IVON", "VariationalGD", "POSTERIORS", "posterior_predictive", "vl_th
 
 
 def _build_ivon(params, c, n_train):
-    ess = c.ess if c.ess is not None else n_train
+    o = c.optimizer
+    ess = o.ess if o.ess is not None else n_train
     if ess is None:
         raise ValueError("IVON needs ess (or the training-set size to default to)")
-    return IVON(params, lr=c.lr, ess=ess, hess_init=c.hess_init, beta1=c.ivon_beta1, beta2=c.ivon_beta2,
-                weight_decay=c.weight_decay, mc_samples=c.mc_samples,
-                clip_radius=c.ivon_clip if c.ivon_clip is not None else math.inf, posterior=c.posterior, dof=c.dof,
-                seed=c.seed)
+    return IVON(params, lr=o.lr, ess=ess, hess_init=o.hess_init, beta1=o.ivon_beta1, beta2=o.ivon_beta2,
+                weight_decay=o.weight_decay, mc_samples=o.mc_samples,
+                clip_radius=o.ivon_clip if o.ivon_clip is not None else math.inf, posterior=o.posterior, dof=o.dof,
+                seed=c.run.seed)
 
 
 def _build_vgd(params, c):
-    return VariationalGD(params, lr=c.lr, sigma=c.vgd_sigma, mc_samples=c.mc_samples, posterior=c.posterior,
-                         dof=c.dof, seed=c.seed)
+    o = c.optimizer
+    return VariationalGD(params, lr=o.lr, sigma=o.vgd_sigma, mc_samples=o.mc_samples, posterior=o.posterior,
+                         dof=o.dof, seed=c.run.seed)
 
 
 register_optimizer(OptimizerSpec("ivon", "IVON variational learning on mini-batches (--ess, --hess-init, "
                                  "--mc-samples; full batch with --batch-size >= n)", False, _build_ivon,
-                                 uses_train_size=True,
-                                 settings=("ess", "hess_init", "ivon_beta1", "ivon_beta2", "ivon_clip",
-                                           "weight_decay", "mc_samples", "posterior", "dof")))
+                                 uses_train_size=True, settings=IVONSettings))
 register_optimizer(OptimizerSpec("vgd", "full-batch variational GD: mean gradient at --mc-samples draws of "
                                  "N(w, --vgd-sigma^2)", True, _build_vgd,
-                                 settings=("vgd_sigma", "mc_samples", "posterior", "dof")))
+                                 settings=VGDSettings))

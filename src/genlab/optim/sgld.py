@@ -27,6 +27,7 @@ from genlab.curvature.gradcov import stacked_per_sample_grads
 from genlab.objective import Objective, params_to_vector
 from genlab.optim.noise import SHAPES, noise_covariance
 from genlab.seeding import keyed_generator
+from genlab.settings.optimizers import SGLDSettings
 from genlab.train.callbacks import Callback, TrainState
 from genlab.train.optimizers import OptimizerSpec, register_optimizer
 from genlab.train.plugins import BuildContext, register_plugin_factory
@@ -219,32 +220,30 @@ class SGLDAccounting(Callback):
 def heldout_objective(config, data, model, test_objective) -> tuple[Objective, str]:
     """SGLD's held-out points and where they come from: the training split's points beyond ``n_train`` when
     there are enough (independent of the training sample and of the test figures), else the test split."""
-    need = max(config.batch_size, config.sgld_cov_size or 0)
+    need = max(config.run.batch_size, config.optimizer.sgld_cov_size or 0)
     if data.x_heldout is not None and len(data.x_heldout) >= need:
-        return (Objective(model, data.x_heldout, data.y_heldout, loss=data.loss, batch_size=config.eval_batch_size,
-                          classification=data.task == "classification"),
+        return (Objective(model, data.x_heldout, data.y_heldout, loss=data.loss,
+                          batch_size=config.run.eval_batch_size, classification=data.task == "classification"),
                 f"{len(data.x_heldout)} training-split points beyond n_train")
     return test_objective, f"the test split ({test_objective.n} points; the test figures reuse them)"
 
 
 def _build_sgld(params, c):
-    return SGLD(params, lr=c.lr, noise=c.sgld_noise, noise_trace=c.noise_trace, floor=c.noise_floor, seed=c.seed,
-                complete=c.sgld_completion)
+    o = c.optimizer
+    return SGLD(params, lr=o.lr, noise=o.sgld_noise, noise_trace=o.noise_trace, floor=o.noise_floor, seed=c.run.seed,
+                complete=o.sgld_completion)
 
 
 def _sgld_plugins(ctx: BuildContext) -> list[Callback]:
     c = ctx.config
-    if c.optimizer not in ("sgld", "gld"):
+    if not isinstance(c.optimizer, SGLDSettings):
         return []
+    o = c.optimizer
     held, source = heldout_objective(c, ctx.data, ctx.model, ctx.test_objective)
-    return [SGLDAccounting(held, source, batch_size=c.batch_size, bound=c.sgld_bound, cov=c.sgld_cov,
-                           cov_size=c.sgld_cov_size, noise=c.sgld_noise)]
-
-
-_SGLD_SETTINGS = ("sgld_noise", "noise_trace", "noise_floor", "sgld_cov", "sgld_completion", "sgld_cov_size",
-                  "sgld_bound")
+    return [SGLDAccounting(held, source, batch_size=c.run.batch_size, bound=o.sgld_bound, cov=o.sgld_cov,
+                           cov_size=o.sgld_cov_size, noise=o.sgld_noise)]
 register_optimizer(OptimizerSpec("sgld", "mini-batch SGLD with structured noise (--sgld-noise, --noise-trace)",
-                                 False, _build_sgld, settings=_SGLD_SETTINGS))
+                                 False, _build_sgld, settings=SGLDSettings))
 register_optimizer(OptimizerSpec("gld", "full-batch gradient descent plus SGLD noise (C from a batch of "
-                                 "--batch-size points)", True, _build_sgld, settings=_SGLD_SETTINGS))
+                                 "--batch-size points)", True, _build_sgld, settings=SGLDSettings))
 register_plugin_factory("sgld", _sgld_plugins, order=5)

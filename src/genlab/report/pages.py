@@ -217,11 +217,11 @@ def run_sections(path: Path, title: str | None = None) -> list[Section]:
         optimizer = values["optimizer"]
     else:
         config = read_run_config(path)
-        defaults = TrainConfig().model_dump()
-        values = config.model_dump()
+        defaults = TrainConfig().flat()
+        values = config.flat()
         shown = {k: v for k, v in values.items()
                  if k in ("dataset", "model", "optimizer", "lr", "batch_size", "seed") or v != defaults.get(k)}
-        optimizer = config.optimizer
+        optimizer = config.optimizer.name
     over = Section(title=name, anchor=_anchor(name))
     over.add(f"<p>Run directory <code>{esc(path)}</code>, status <b>{esc(summary.get('status'))}</b>.</p>",
              "<h3>Settings (those differing from the defaults, and the essentials)</h3>", kv_html(shown),

@@ -33,40 +33,41 @@ __all__ = ["train", "batch_indices", "steps_per_epoch", "total_steps", "schedule
 
 def steps_per_epoch(config: TrainConfig, n: int) -> int:
     """Optimizer steps in one epoch: 1 for full-batch optimizers, else ``ceil(n / batch_size)``."""
-    return 1 if OPTIMIZERS[config.optimizer].full_batch else math.ceil(n / config.batch_size)
+    return 1 if OPTIMIZERS[config.optimizer.name].full_batch else math.ceil(n / config.run.batch_size)
 
 
 def total_steps(config: TrainConfig, n: int) -> int:
     """Length of the run in steps (``steps``, or ``epochs`` x steps per epoch; default 10 epochs)."""
-    if config.steps is not None:
-        return config.steps
-    return (config.epochs if config.epochs is not None else 10) * steps_per_epoch(config, n)
+    if config.run.steps is not None:
+        return config.run.steps
+    return (config.run.epochs if config.run.epochs is not None else 10) * steps_per_epoch(config, n)
 
 
 def scheduled_lr(config: TrainConfig, step: int, total: int) -> float:
     """The learning rate of step ``step`` (0-based) of ``total``: ``lr`` or its cosine decay to 0."""
-    return config.lr * Schedule(total, 1, lr_schedule=config.lr_schedule).lr_factor(step)
+    return config.optimizer.lr * Schedule(total, 1, lr_schedule=config.optimizer.lr_schedule).lr_factor(step)
 
 
 def batch_indices(config: TrainConfig, n: int, step: int) -> torch.Tensor | None:
     """Indices of the examples used by step ``step`` (0-based); ``None`` for full-batch steps."""
-    if OPTIMIZERS[config.optimizer].full_batch:
+    if OPTIMIZERS[config.optimizer.name].full_batch:
         return None
     epoch, pos = divmod(step, steps_per_epoch(config, n))
-    perm = epoch_permutation(config.seed, epoch, n)
-    return perm[pos * config.batch_size:(pos + 1) * config.batch_size]
+    perm = epoch_permutation(config.run.seed, epoch, n)
+    return perm[pos * config.run.batch_size:(pos + 1) * config.run.batch_size]
 
 
 def _check_resumable(rd: RunDir, config: TrainConfig) -> None:
     old = read_run_config(rd.path)
+    new, was = config.flat(), old.flat()
     new_fields, old_fields = config.trajectory_fields(), old.trajectory_fields()
     diff = [k for k in new_fields if new_fields[k] != old_fields.get(k)]
-    if config.lr_schedule != "constant":  # the schedule depends on the length: lengthening changes the trajectory
-        diff += [k for k in ("epochs", "steps") if getattr(config, k) != getattr(old, k)]
+    if config.optimizer.lr_schedule != "constant":  # the schedule depends on the length: lengthening changes it
+        diff += [k for k in ("epochs", "steps") if new[k] != was[k]]
     if diff:
         k = diff[0]
         raise CheckpointError(
-            f"{rd.path} holds a run with other settings ({k}: {getattr(old, k)!r} there, {getattr(config, k)!r} now);"
+            f"{rd.path} holds a run with other settings ({k}: {was.get(k)!r} there, {new[k]!r} now);"
             f" use a new --out, or --overwrite to discard it")
 
 
@@ -94,21 +95,22 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list[Callback] | N
     rd = open_run_dir(out, overwrite)
     if rd.config.is_file():
         _check_resumable(rd, config)
-    device = resolve_device(config.device)
+    device = resolve_device(config.run.device)
     data = load_data(config)
-    if config.noise == "label" and data.task == "classification" and config.noise_sigma > 1:
+    noise = config.plugins.noise
+    if noise.noise == "label" and data.task == "classification" and noise.noise_sigma > 1:
         raise ConfigError(f"noise_sigma is the label flip probability for the classification dataset "
-                          f"{config.dataset} and must be <= 1 (got {config.noise_sigma})")
+                          f"{config.data.name} and must be <= 1 (got {noise.noise_sigma})")
     model = make_model(config, data, device)
     optimizer = build_optimizer(model.parameters(), config, len(data.x_train))
     objective, test_objective = make_objectives(config, data, model)
     n = objective.n
-    spec = OPTIMIZERS[config.optimizer]
+    spec = OPTIMIZERS[config.optimizer.name]
     schedule = Schedule(total_steps=total_steps(config, n), steps_per_epoch=steps_per_epoch(config, n),
-                        seed=config.seed, full_batch=spec.full_batch,
-                        batch_size=None if spec.full_batch else config.batch_size,
-                        lr_schedule=config.lr_schedule, eval_every=config.eval_every,
-                        checkpoint_every=config.checkpoint_every)
+                        seed=config.run.seed, full_batch=spec.full_batch,
+                        batch_size=None if spec.full_batch else config.run.batch_size,
+                        lr_schedule=config.optimizer.lr_schedule, eval_every=config.run.eval_every,
+                        checkpoint_every=config.run.checkpoint_every)
     ctx = BuildContext(config=config, data=data, model=model, objective=objective, test_objective=test_objective,
                        run_dir=rd)
     registered = plugins_for(ctx)
@@ -116,9 +118,10 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list[Callback] | N
     plugins = [p for p in registered if p.key != "tensorboard"] + list(callbacks or []) + last
     session = Session(objective, optimizer, rd, schedule, test=test_objective, plugins=plugins, quiet=quiet,
                       record=config.model_dump(), config=config, fingerprint=data_fingerprint(data),
-                      base_lrs=[config.lr] * len(optimizer.param_groups),
-                      describe=f"{config.dataset} ({n} train) {config.model} ({objective.num_params():,} params) "
-                               f"{config.optimizer} lr={config.lr}, ")
+                      base_lrs=[config.optimizer.lr] * len(optimizer.param_groups),
+                      describe=f"{config.data.name} ({n} train) {config.model.name} "
+                               f"({objective.num_params():,} params) {config.optimizer.name} "
+                               f"lr={config.optimizer.lr}, ")
     session.run_or_skip()
     # the trained model and data are in memory already: no second read of the dataset
     return assemble_run(rd, config, model, data)

@@ -159,8 +159,8 @@ class NoiseInjection(Callback):
 
 
 def _noise_plugins(ctx: BuildContext) -> list[Callback]:
-    c = ctx.config
-    return [NoiseInjection(c.noise, c.noise_sigma)] if c.noise != "none" and c.noise_sigma > 0 else []
+    s = ctx.config.plugins.noise
+    return [NoiseInjection(s.noise, s.noise_sigma)] if s.noise != "none" and s.noise_sigma > 0 else []
 
 
 register_plugin_factory("noise", _noise_plugins, order=1)

@@ -7,7 +7,7 @@ so a loaded run sees exactly what its training saw.
 Example::
 
     run = genlab.load_run("runs/x")
-    run.config.lr, run.summary["test_accuracy"]
+    run.config.optimizer.lr, run.summary["test_accuracy"]
     run.objective.hvp(v)          # Hessian-vector product on its training set
     run.model(run.data.x_test[:5])
 """
@@ -60,23 +60,24 @@ def check_same_data(rd: RunDir, fingerprint: str) -> None:
 
 def load_data(config: TrainConfig) -> Dataset:
     """The dataset a config names, with its subset, label-noise and loss options applied."""
-    return load_dataset(config.dataset, n_train=config.n_train, label_noise=config.label_noise, loss=config.loss,
-                        seed=config.seed, data_dir=config.data_dir, options=dict(config.dataset_options))
+    d = config.data
+    return load_dataset(d.name, n_train=d.n_train, label_noise=d.label_noise, loss=d.loss, seed=config.run.seed,
+                        data_dir=d.data_dir, options=dict(d.dataset_options))
 
 
 def make_model(config: TrainConfig, data: Dataset, device: torch.device) -> torch.nn.Module:
-    """The model a config names, initialised from ``config.seed``, on ``device`` in ``config.dtype``."""
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, data.input_shape, data.output_dim, width=config.width, depth=config.depth,
-                        dropout=config.dropout, activation=config.activation, batchnorm=config.batchnorm,
-                        **config.model_options)
+    """The model a config names, initialised from ``config.run.seed``, on ``device`` in ``config.run.dtype``."""
+    torch.manual_seed(config.run.seed)
+    m = config.model
+    model = build_model(m.name, data.input_shape, data.output_dim, width=m.width, depth=m.depth, dropout=m.dropout,
+                        activation=m.activation, batchnorm=m.batchnorm, **m.model_options)
     model = transform_model(config, model)  # e.g. subspace training: the only parameter is w (and a codebook)
-    return model.to(device=device, dtype=getattr(torch, config.dtype))
+    return model.to(device=device, dtype=getattr(torch, config.run.dtype))
 
 
 def make_objectives(config: TrainConfig, data: Dataset, model: torch.nn.Module) -> tuple[Objective, Objective]:
     """Objectives on the training and on the test set (same model, same loss)."""
-    kw = {"loss": data.loss, "batch_size": config.eval_batch_size,
+    kw = {"loss": data.loss, "batch_size": config.run.eval_batch_size,
           "classification": data.task == "classification"}
     return Objective(model, data.x_train, data.y_train, **kw), Objective(model, data.x_test, data.y_test, **kw)
 
@@ -152,7 +153,7 @@ def read_run_config(path: str | Path) -> TrainConfig:
         raise CheckpointError(f"{rd.path} was written by fit(), not genlab train; load it with genlab.load_run")
     import_recorded_modules(path)
     if "config_version" not in values and values.get("momentum") == 0.0:  # written before version 2:
-        values["momentum"] = None  # 0.0 was the default then (and meant Adam's beta1 0.9)
+        values["momentum"] = None  # 0.0 was the default then (and meant Adam's beta1 0.9): the default now
     return validate_config(TrainConfig, values)
 
 
@@ -172,7 +173,7 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
     if is_fit_run(rd.path):
         return load_fit_run(rd.path, device=device)
     config = read_run_config(rd.path)
-    dev = resolve_device(device or config.device)
+    dev = resolve_device(device or config.run.device)
     data = load_data(config)
     check_same_data(rd, data_fingerprint(data))
     model = make_model(config, data, dev)

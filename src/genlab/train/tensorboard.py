@@ -72,7 +72,7 @@ class TensorBoardLogger(Callback):
 
 
 def _tensorboard_plugins(ctx: BuildContext) -> list[Callback]:
-    return [TensorBoardLogger(ctx.run_dir.path / "tensorboard")] if ctx.config.tensorboard else []
+    return [TensorBoardLogger(ctx.run_dir.path / "tensorboard")] if ctx.config.plugins.logging.tensorboard else []
 
 
 # last (order 100, after the caller's callbacks too), so it sees every number the others added to the record

@@ -210,25 +210,27 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
         raise ConfigError(f"{run_dir}: its quantizer leaves {int((~model.quantizer.mask).sum())} coordinates of w "
                           f"unquantized (an unfinished progressive run); finish it first")
     if run.data.task != "classification":
-        raise ConfigError(f"{run_dir}: compression bounds here are for classification error; {config.dataset} is "
+        raise ConfigError(f"{run_dir}: compression bounds here are for classification error; {config.data.name} is "
                           f"a regression dataset")
     prior = {"kind": "init", "split": 0, "file": None, "sha256": None}
     prior_state = None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if config.subspace_prior is not None:
-        prior_config = read_run_config(config.subspace_prior)
-        m = prior_config.n_train
-        if m is None or (config.n_train is not None and m >= config.n_train) or prior_config.dataset != config.dataset \
-                or prior_config.label_noise != config.label_noise or prior_config.seed != config.seed:
-            raise ConfigError(f"subspace_prior {config.subspace_prior}: a data-dependent bound needs a prior trained "
+    prior_run = config.plugins.subspace.subspace_prior
+    if prior_run is not None:
+        prior_config = read_run_config(prior_run)
+        m = prior_config.data.n_train
+        same = (prior_config.data.name, prior_config.data.label_noise, prior_config.run.seed) == (
+            config.data.name, config.data.label_noise, config.run.seed)
+        if m is None or (config.data.n_train is not None and m >= config.data.n_train) or not same:
+            raise ConfigError(f"subspace_prior {prior_run}: a data-dependent bound needs a prior trained "
                               f"on the first m < n points of the same dataset (n_train = m), same seed and labels")
         prior_state = {k: v.detach().clone() for k, v in model.unflatten(model.theta0).items()}
         from genlab.train.checkpoint import save_state_dict
 
         save_state_dict(out / "prior.safetensors", prior_state, metadata={"format": "genlab-prior-1"})
         prior = {"kind": "trained", "split": m, "file": "prior.safetensors",
-                 "sha256": sha256_bytes((out / "prior.safetensors").read_bytes()), "run": str(config.subspace_prior)}
+                 "sha256": sha256_bytes((out / "prior.safetensors").read_bytes()), "run": str(prior_run)}
 
     grid = dict(DEFAULT_GRID if grid is None else grid)
     choices = {**_run_choices(config), "symbol_model": symbol_model, **(choices or {})}
@@ -246,14 +248,16 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
 
     import genlab
 
+    ds, ms = config.data, config.model
     cert: dict[str, Any] = {
         "format": FORMAT,
-        "data": {"name": config.dataset, "n_train": config.n_train, "label_noise": config.label_noise,
-                 "loss": run.data.loss, "seed": config.seed, "options": dict(config.dataset_options),
+        "data": {"name": ds.name, "n_train": ds.n_train, "label_noise": ds.label_noise,
+                 "loss": run.data.loss, "seed": config.run.seed, "options": dict(ds.dataset_options),
                  "sha256": data_fingerprint(run.data), "n_train_total": len(run.data.x_train)},
-        "model": {"name": config.model, "width": config.width, "depth": config.depth, "activation": config.activation,
-                  "dropout": config.dropout, "batchnorm": config.batchnorm, "options": dict(config.model_options),
-                  "input_shape": list(run.data.input_shape), "output_dim": run.data.output_dim, "seed": config.seed},
+        "model": {"name": ms.name, "width": ms.width, "depth": ms.depth, "activation": ms.activation,
+                  "dropout": ms.dropout, "batchnorm": ms.batchnorm, "options": dict(ms.model_options),
+                  "input_shape": list(run.data.input_shape), "output_dim": run.data.output_dim,
+                  "seed": config.run.seed},
         "projection": model.spec.to_json() | {"covered_parameters": model.covered},
         "theta0_sha256": tensor_sha256(model.theta0),
         "prior": prior,
@@ -291,12 +295,12 @@ def _run_choices(config) -> dict[str, Any]:
     """The settings of the quantization-aware run (and of the subspace run it started from) a grid may name."""
     from genlab.train.run import read_run_config
 
-    choices = {k: v for k, v in config.model_dump().items() if isinstance(v, (int, float, str, bool)) or v is None}
-    choices["qat_epochs"], choices["qat_lr"] = config.epochs, config.lr
-    if config.init_from is not None:
-        first = read_run_config(config.init_from)
-        choices["epochs"], choices["lr"] = first.epochs, first.lr
-        choices["optimizer"], choices["subspace_noise"] = first.optimizer, first.subspace_noise
+    choices = {k: v for k, v in config.flat().items() if isinstance(v, (int, float, str, bool)) or v is None}
+    choices["qat_epochs"], choices["qat_lr"] = config.run.epochs, config.optimizer.lr
+    if config.plugins.init.init_from is not None:
+        first = read_run_config(config.plugins.init.init_from)
+        choices["epochs"], choices["lr"] = first.run.epochs, first.optimizer.lr
+        choices["optimizer"], choices["subspace_noise"] = first.optimizer.name, first.plugins.subspace.subspace_noise
     return choices
 
 

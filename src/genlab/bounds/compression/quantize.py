@@ -146,7 +146,8 @@ class ProgressiveQuantization(Callback):
 
 
 def _quantization_plugins(ctx: BuildContext) -> list[Callback]:
-    return [ProgressiveQuantization(ctx.config.quant_stages)] if ctx.config.quant_stages > 1 else []
+    stages = ctx.config.plugins.quantization.quant_stages
+    return [ProgressiveQuantization(stages)] if stages > 1 else []
 
 
 register_plugin_factory("progressive-quantization", _quantization_plugins, order=10)

@@ -262,14 +262,15 @@ def subspace_model(config, base: nn.Module) -> SubspaceModel:
     With ``quant_levels`` a :class:`~genlab.bounds.compression.quantize.Quantizer` is attached; its codebook is a
     placeholder until :func:`initialise_from_runs` fits it (or a checkpoint restores it).
     """
-    seed = config.seed if config.projection_seed is None else config.projection_seed
-    model = SubspaceModel(base, ProjectionSpec(config.projection, config.intrinsic_dim, seed,
-                                               tuple(config.projection_groups), config.projection_scale))
-    if config.quant_levels is not None:
-        model.quantizer = Quantizer(torch.linspace(-1, 1, config.quant_levels), d=config.intrinsic_dim)
-        if config.quant_stages > 1:
+    sub, quant = config.plugins.subspace, config.plugins.quantization
+    seed = config.run.seed if sub.projection_seed is None else sub.projection_seed
+    model = SubspaceModel(base, ProjectionSpec(sub.projection, sub.intrinsic_dim, seed, tuple(sub.projection_groups),
+                                               sub.projection_scale))
+    if quant.quant_levels is not None:
+        model.quantizer = Quantizer(torch.linspace(-1, 1, quant.quant_levels), d=sub.intrinsic_dim)
+        if quant.quant_stages > 1:
             model.quantizer.mask.zero_()   # ProgressiveQuantization fills it stage by stage
-    model.noise = config.subspace_noise
+    model.noise = sub.subspace_noise
     return model
 
 
@@ -286,27 +287,27 @@ def initialise_from_runs(config, model: nn.Module) -> None:
     Raises:
         ConfigError: a named run is missing or its weights do not fit this model.
     """
-    if config.subspace_prior is not None:
-        state = _final_weights(config.subspace_prior, "subspace_prior")
+    prior, init_from = config.plugins.subspace.subspace_prior, config.plugins.init.init_from
+    if prior is not None:
+        state = _final_weights(prior, "subspace_prior")
         base = model.base
         names = [name for name, _ in base.named_parameters()]
         if sorted(state) != sorted(names) or any(state[n].shape != p.shape for n, p in base.named_parameters()):
-            raise ConfigError(f"subspace_prior {config.subspace_prior}: its weights do not fit {config.model} "
+            raise ConfigError(f"subspace_prior {prior}: its weights do not fit {config.model.name} "
                               f"(it must be a plain run of the same model and shape)")
         flat = torch.cat([state[n].reshape(-1) for n in names]).to(model.theta0)
         model.theta0.copy_(flat)
-    if config.init_from is not None:
-        state = _final_weights(config.init_from, "init_from")
+    if init_from is not None:
+        state = _final_weights(init_from, "init_from")
         own = model.state_dict()
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if "w" in own and "w" not in usable:
-            raise ConfigError(f"init_from {config.init_from}: no subspace coordinates w of dimension "
+            raise ConfigError(f"init_from {init_from}: no subspace coordinates w of dimension "
                               f"{own['w'].numel()} there (is it a run with the same intrinsic_dim?)")
         if not usable:
-            raise ConfigError(f"init_from {config.init_from}: its weights do not fit this model")
-        if "theta0" in usable and config.subspace_prior is None and not torch.equal(usable["theta0"].to(own["theta0"]),
-                                                                                    own["theta0"]):
-            raise ConfigError(f"init_from {config.init_from}: it was trained from another theta0 (seed or "
+            raise ConfigError(f"init_from {init_from}: its weights do not fit this model")
+        if "theta0" in usable and prior is None and not torch.equal(usable["theta0"].to(own["theta0"]), own["theta0"]):
+            raise ConfigError(f"init_from {init_from}: it was trained from another theta0 (seed or "
                               f"subspace_prior differ)")
         tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         with torch.no_grad():
@@ -315,7 +316,8 @@ def initialise_from_runs(config, model: nn.Module) -> None:
                     tensors[k].copy_(v)
     if getattr(model, "quantizer", None) is not None:
         with torch.no_grad():
-            model.quantizer.codebook.copy_(init_codebook(model.w, model.quantizer.levels, config.quant_init))
+            model.quantizer.codebook.copy_(init_codebook(model.w, model.quantizer.levels,
+                                                         config.plugins.quantization.quant_init))
 
 
 class InitFromRuns(Callback):
@@ -328,7 +330,8 @@ class InitFromRuns(Callback):
         self.config = config
 
     def settings(self) -> dict:
-        return {"init_from": self.config.init_from, "subspace_prior": self.config.subspace_prior}
+        return {"init_from": self.config.plugins.init.init_from,
+                "subspace_prior": self.config.plugins.subspace.subspace_prior}
 
     def on_init(self, state: TrainState) -> None:
         initialise_from_runs(self.config, state.model)
@@ -336,11 +339,12 @@ class InitFromRuns(Callback):
 
 def _init_plugins(ctx: BuildContext) -> list[Callback]:
     c = ctx.config
-    return [InitFromRuns(c)] if c.init_from is not None or c.subspace_prior is not None else []
+    used = c.plugins.init.init_from is not None or c.plugins.subspace.subspace_prior is not None
+    return [InitFromRuns(c)] if used else []
 
 
 def _subspace_transform(config, model: nn.Module) -> nn.Module:
-    return subspace_model(config, model) if config.intrinsic_dim is not None else model
+    return subspace_model(config, model) if config.plugins.subspace.intrinsic_dim is not None else model
 
 
 register_plugin_factory("init-from-runs", _init_plugins, order=0)
