@@ -36,6 +36,17 @@ def test_grid_times_runs_expansion_and_names():
     assert len(long) <= 80 and long != run_name({"model_options": {"a" * 50: 1, "b" * 50: 3}})
 
 
+def test_sectioned_base_meets_a_flat_grid():
+    """A [base.optimizer] table and grid keys are one set of settings: a grid over lr varies the table's lr, a
+    grid over the optimizer makes a setting only the table's optimizer has an error."""
+    base = {**BASE, "optimizer": {"name": "ivon", "ess": 300.0}}
+    sweep = parse_sweep({"base": base, "grid": {"lr": [0.05, 0.1]}})
+    assert [r.settings["lr"] for r in sweep.runs] == [0.05, 0.1]
+    assert all(r.settings["optimizer"] == "ivon" and r.settings["ess"] == 300.0 for r in sweep.runs)
+    with pytest.raises(ConfigError, match="ess: a setting of optimizer ivon"):
+        parse_sweep({"base": base, "grid": {"optimizer": ["sgd", "ivon"]}})
+
+
 @pytest.mark.parametrize("data, needle", [
     ({"base": BASE, "gird": {}}, "unknown section 'gird'; allowed: sweep, base, grid, runs"),
     ({"base": BASE, "grid": {"lr": []}}, "[grid] lr must be a non-empty list"),

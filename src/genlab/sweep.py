@@ -108,7 +108,7 @@ def parse_sweep(data: dict[str, Any], source: str = "sweep file") -> Sweep:
 
     Every run's settings are validated as a :class:`~genlab.config.TrainConfig` here, before anything runs.
     """
-    from genlab.config import TrainConfig, validate_config
+    from genlab.config import TrainConfig, flatten_settings, validate_config
 
     unknown = [k for k in data if k not in SECTIONS]
     if unknown:
@@ -137,7 +137,9 @@ def parse_sweep(data: dict[str, Any], source: str = "sweep file") -> Sweep:
     runs: list[SweepRun] = []
     for entry in entries:
         for point in itertools.product(*grid.values()):
-            settings = {**base, **{k: v for k, v in entry.items() if k != "name"}, **dict(zip(grid, point))}
+            # flat spellings merged (a [base.optimizer] table and a grid over optimizer meet as one key)
+            settings = {**flatten_settings(base), **flatten_settings({k: v for k, v in entry.items() if k != "name"}),
+                        **dict(zip(grid, point))}
             varying = {k: settings.get(k) for k in varying_entry_keys if k not in grid}
             varying.update(dict(zip(grid, point)))
             if "name" in entry:  # a named entry: its name, and the grid point when there is a grid
