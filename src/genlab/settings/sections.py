@@ -23,6 +23,13 @@ def flat_name(name: str, field) -> str:
     return extra.get("flat", name)
 
 
+def registered(name: str, registry, what: str) -> str:
+    """``name`` if ``registry`` holds it, else one line naming what is allowed."""
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; allowed: {', '.join(registry)}")
+    return name
+
+
 class Section(BaseModel):
     """One section of settings: unknown keys are refused, assignments validated."""
 
@@ -70,11 +77,9 @@ class DataSettings(Section):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from genlab.data import DATASETS
+        from genlab.data import DATASETS  # on validation only: the registries import torch
 
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; allowed: {', '.join(DATASETS)}")
-        return v
+        return registered(v, DATASETS, "dataset")
 
 
 class ModelSettings(Section):
@@ -93,11 +98,9 @@ class ModelSettings(Section):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from genlab.models import MODELS
+        from genlab.models import MODELS  # on validation only: the registries import torch
 
-        if v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; allowed: {', '.join(MODELS)}")
-        return v
+        return registered(v, MODELS, "model")
 
 
 class RunSettings(Section):
