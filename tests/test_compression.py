@@ -10,8 +10,8 @@ import signal
 import pytest
 import torch
 
-from genlab.bounds.compression.certificate import (DEFAULT_GRID, PREPROCESSING_BITS, VerificationError,
-                                                   grid_bits, verify)
+from genlab.bounds.compression.certificate import DEFAULT_GRID, PREPROCESSING_BITS, VerificationError, grid_bits
+from genlab.bounds.compression.verify import verify
 from genlab.bounds.compression.coding import (MessageError, decode_message, decode_varint, encode_message,
                                               encode_varint)
 from genlab.bounds.compression.pipeline import BoundConfig, compression_bound
@@ -363,4 +363,4 @@ def test_verify_cli_exit_codes(tiny_bound, tmp_path, capsys):
     code = main(["verify", str(copy)])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("genlab: error: ") and "message.bin" in err
-    assert main(["verify", str(tmp_path / "nothing")]) == 1
+    assert main(["verify", str(tmp_path / "nothing")]) == 2   # not a certificate: bad input

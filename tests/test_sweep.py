@@ -36,6 +36,13 @@ def test_grid_times_runs_expansion_and_names():
     assert len(long) <= 80 and long != run_name({"model_options": {"a" * 50: 1, "b" * 50: 3}})
 
 
+@pytest.mark.parametrize("name", ["..", ".", "../escape", "/abs/path", "a/../../b"])
+def test_run_names_stay_inside_the_sweep_directory(name):
+    sweep = parse_sweep({"base": BASE, "runs": [{"name": name}]})
+    (run,) = sweep.runs
+    assert "/" not in run.name and run.name not in (".", "..")
+
+
 def test_sectioned_base_meets_a_flat_grid():
     """A [base.optimizer] table and grid keys are one set of settings: a grid over lr varies the table's lr, a
     grid over the optimizer makes a setting only the table's optimizer has an error."""
@@ -174,3 +181,51 @@ def test_read_sweep_defaults_name_to_file_stem(tmp_path):
     f = write_toml(tmp_path / "lr-grid.toml", '[base]\ndataset = "mnist1d"\n[grid]\nlr = [0.1, 0.2]\n')
     sweep = read_sweep(f)
     assert sweep.name == "lr-grid" and [r.name for r in sweep.runs] == ["lr=0.1", "lr=0.2"]
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _held(run_dir) -> bool:
+    from genlab.errors import CheckpointError
+    from genlab.train.run_dir import RunDir, RunLock
+
+    try:
+        with RunLock(RunDir(run_dir)):
+            return False
+    except CheckpointError:
+        return True
+
+
+def test_workers_die_with_a_killed_sweep(tmp_path):
+    """SIGKILL of the sweep process alone (not its group): its pool workers notice and stop (a run in its loop
+    checkpoints at a step boundary), instead of training on and racing a rerun: both runs' locks come free."""
+    f = write_toml(tmp_path / "s.toml", '[base]\ndataset = "mnist1d"\nmodel = "mlp"\nn_train = 2000\n'
+                   'steps = 100000\nbatch_size = 32\neval_every = 100\ncheckpoint_every = 50\n[grid]\nseed = [0, 1]\n')
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "genlab.cli", "sweep", str(f), "--out", str(out), "--jobs", "2"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = [out / f"seed={s}" for s in (0, 1)]
+    deadline = time.time() + 180
+    while not all((r / "checkpoint.safetensors").exists() for r in runs):  # both in their training loops
+        assert time.time() < deadline and proc.poll() is None, "the runs did not start"
+        time.sleep(0.1)
+    assert all(_held(r) for r in runs)
+    workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_of(int(p)) == proc.pid]
+    assert len(workers) >= 2
+    proc.kill()                                   # the sweep process only: its workers are orphaned
+    proc.wait(timeout=30)
+    deadline = time.time() + 60
+    while any(_held(r) for r in runs):
+        assert time.time() < deadline, "orphaned workers kept training"
+        time.sleep(0.2)
+    for r in runs:                                # each stopped cleanly at a step boundary
+        assert json.loads((r / "summary.json").read_text())["status"] == "interrupted"
+    deadline = time.time() + 30                   # and the workers themselves are gone, not idling orphaned
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        assert time.time() < deadline, f"worker processes left running: {workers}"
+        time.sleep(0.2)

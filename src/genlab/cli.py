@@ -39,7 +39,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 Opt = typer.Option
 
 
-def _train(out: Path, config: Optional[Path], overwrite: bool, quiet: bool, settings: dict) -> None:
+def _train(out: str, config: Optional[Path], overwrite: bool, quiet: bool, settings: dict) -> None:
     """Train a model; writes config.json, metrics.jsonl, summary.json, model.safetensors to --out.
 
     Every setting is a flag (generated from genlab.config.TrainConfig, one definition each) and a key of a
@@ -73,8 +73,9 @@ def _register_train() -> None:
 
     kw = inspect.Parameter.KEYWORD_ONLY
     fixed = [
-        inspect.Parameter("out", kw, annotation=Annotated[Path, Opt("--out", help="Run directory (resumed if it "
-                                                                        "holds this run).")]),
+        # a str, not a Path: typer would turn an empty --out into "." (the working directory)
+        inspect.Parameter("out", kw, annotation=Annotated[str, Opt("--out", help="Run directory (resumed if it "
+                                                                       "holds this run).")]),
         inspect.Parameter("config", kw, default=None, annotation=Annotated[Optional[Path], Opt(
             "--config", help="TOML or JSON file of settings; flags override.")]),
         inspect.Parameter("overwrite", kw, default=False, annotation=Annotated[bool, Opt(
@@ -105,9 +106,6 @@ def curvature_cmd(
     """Curvature of a trained run: writes RUN_DIR/curvature.json and figures (eigenvalues, density)."""
     from genlab.curvature.analysis import curvature
 
-    if trace_matvecs < 3:
-        from genlab.errors import ConfigError
-        raise ConfigError(f"--trace-matvecs: must be >= 3 (got {trace_matvecs})")
     r = curvature(run_dir, top_k=top_k, tol=tol, trace=trace, trace_matvecs=trace_matvecs, density=density,
                   jacobian=jacobian, gauss_newton=gauss_newton, dtype=dtype, seed=seed, device=device)
     line = f"{run_dir}: top eigenvalues {', '.join(f'{v:.6g}' for v in r['top_eigenvalues'])}"
@@ -122,7 +120,7 @@ def curvature_cmd(
     print(line + f"; {r['hvp_count']} Hessian-vector products; wrote {Path(run_dir) / 'curvature.json'}")
 
 
-def _bound(out: Path, config: Optional[Path], grid: Optional[list[str]], from_run: Optional[Path], quiet: bool,
+def _bound(out: str, config: Optional[Path], grid: Optional[list[str]], from_run: Optional[Path], quiet: bool,
            settings: dict) -> None:
     """Certify a compression bound: subspace training, quantization, arithmetic coding, certificate.json.
 
@@ -157,7 +155,7 @@ def _register_bound() -> None:
 
     kw = inspect.Parameter.KEYWORD_ONLY
     fixed = [
-        inspect.Parameter("out", kw, annotation=Annotated[Path, Opt(
+        inspect.Parameter("out", kw, annotation=Annotated[str, Opt(
             "--out", help="Directory of the stage runs, certificate.json and message.bin.")]),
         inspect.Parameter("config", kw, default=None, annotation=Annotated[Optional[Path], Opt(
             "--config", help="TOML or JSON file of settings; flags override.")]),
@@ -181,7 +179,7 @@ def verify_cmd(
     data_dir: Annotated[Optional[str], Opt(help="Directory of dataset files (default $GENLAB_DATA).")] = None,
 ) -> None:
     """Rebuild a certified predictor from its certificate and message alone; recheck its error and bound."""
-    from genlab.bounds.compression.certificate import verify
+    from genlab.bounds.compression.verify import verify
 
     f = verify(certificate, data_dir=data_dir)
     print(f"{certificate}: verified -- {f['train_errors']} errors on {f['n']:,} points "
@@ -326,16 +324,25 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``genlab`` console script; returns the exit status."""
     from typer import exceptions as tex
 
+    import signal
+    import threading
+
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM before the loop: as Ctrl-C
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         args = _take_imports(list(args))
         result = command.main(args=args, prog_name="genlab", standalone_mode=False)
         code = result if isinstance(result, int) else 0
+        if code == 130:  # typer turns a KeyboardInterrupt into a silent exit status 130
+            raise KeyboardInterrupt
     except tex.Exit as e:
         code = e.exit_code
-    except tex.Abort:
-        print("genlab: aborted", file=sys.stderr)
+    except (tex.Abort, KeyboardInterrupt):  # outside the training loop (which saves and says so itself)
+        print("genlab: interrupted (exit 130); nothing was lost: rerun the same command to continue",
+              file=sys.stderr)
         code = 130
     except GenlabError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
@@ -343,17 +350,25 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # unwritable --out, full disk, ...: the OS's reason and the path, on one line
         where = f": {e.filename}" if e.filename else ""
         print(f"genlab: error: {e.strerror or e}{where}", file=sys.stderr)
-        code = 1
+        code = 2
     except tex.TyperException as e:  # bad flags: unknown option, bad type, missing value
         hint = ""
         ctx = getattr(e, "ctx", None)
         if ctx is not None:
             hint = f" (see '{ctx.command_path} --help')"
-        print(f"genlab: error: {' '.join(e.format_message().split())}{hint}", file=sys.stderr)
+        message = " ".join(e.format_message().split()) or "no command given"  # bare `genlab`, after its help
+        print(f"genlab: error: {message}{hint}", file=sys.stderr)
         code = getattr(e, "exit_code", 2) or 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if argv is None:
         sys.exit(code)
     return code
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ class TrainConfig(BaseModel):
     ``ceil(n_train / batch_size)`` steps over a fresh permutation.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), strict=True)
 
     data: DataSettings = Field(default_factory=DataSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)

@@ -48,6 +48,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,8 @@ class Sweep:
 
 def _name_part(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":")) if isinstance(value, (dict, list)) else str(value)
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text) or "_"
+    text = re.sub(r"[^A-Za-z0-9.+-]+", "_", text) or "_"
+    return text.replace(".", "_") if set(text) == {"."} else text  # "." and ".." would leave the sweep directory
 
 
 def run_name(varying: dict[str, Any]) -> str:
@@ -185,6 +187,7 @@ def read_sweep(path: str | Path) -> Sweep:
 def run_is_complete(path: Path, settings: dict[str, Any]) -> bool:
     """True if ``path`` holds a complete run with exactly these trajectory settings and length."""
     from genlab.config import TrainConfig, validate_config
+    from genlab.train.checkpoint import load_state_dict
     from genlab.train.run import read_run_config
 
     summary = path / "summary.json"
@@ -194,6 +197,7 @@ def run_is_complete(path: Path, settings: dict[str, Any]) -> bool:
         if json.loads(summary.read_text(encoding="utf-8")).get("status") != "complete":
             return False
         old, new = read_run_config(path), validate_config(TrainConfig, settings)
+        load_state_dict(path / "model.safetensors")  # damaged: not complete (its rerun reports the damage)
     except (GenlabError, OSError, json.JSONDecodeError):
         return False
     return (old.trajectory_fields() == new.trajectory_fields()
@@ -242,10 +246,35 @@ def execute_run(name: str, settings: dict[str, Any], path: str, threads: int) ->
     return row
 
 
-def _ignore_sigint() -> None:
+def _init_worker(parent: int) -> None:
     # idle pool workers must not die of the terminal's Ctrl-C: a training run installs its own handler
     # (stop at the next step boundary, checkpoint), and the parent decides what happens next
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_die_with_parent, args=(parent,), daemon=True, name="genlab-parent-watch").start()
+
+
+_BUSY = threading.Event()  # set while this worker process trains a run
+
+
+def _die_with_parent(parent: int, every: float = 0.5) -> None:
+    """A worker whose sweep process is gone (killed with SIGKILL, say) stops too, instead of training on and
+    racing the rerun: a run in progress gets SIGTERM, as a scheduler would send (it checkpoints at the next step
+    boundary), and the worker exits once no run is in progress."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    if _BUSY.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)
+    while _BUSY.is_set():
+        time.sleep(every)
+    os._exit(0)  # an idle worker would wait for tasks from the dead parent forever
+
+
+def _execute_in_worker(name: str, settings: dict[str, Any], path: str, threads: int) -> dict[str, Any]:
+    _BUSY.set()
+    try:
+        return execute_run(name, settings, path, threads)
+    finally:
+        _BUSY.clear()
 
 
 # ---------------------------------------------------------------------------------------------- table
@@ -321,8 +350,9 @@ def _run_local(todo: list[tuple[SweepRun, Path]], jobs: int, threads: int, done:
 
     # spawn, not fork: forking a process that already holds torch's thread pools is unsafe
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_ignore_sigint)
-    futures = {pool.submit(execute_run, run.name, run.settings, str(path), threads): run for run, path in todo}
+                               initializer=_init_worker, initargs=(os.getpid(),))
+    futures = {pool.submit(_execute_in_worker, run.name, run.settings, str(path), threads): run
+               for run, path in todo}
     pending = set(futures)
     interrupted = False
     try:

@@ -73,6 +73,12 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         raise ConfigError(f"--dtype: unknown dtype {dtype!r}; allowed: float32, float64")
     if top_k < 1:
         raise ConfigError(f"--top-k: must be >= 1 (got {top_k})")
+    if not (isinstance(tol, (int, float)) and 1e-14 <= tol < 1):  # nan fails both comparisons
+        raise ConfigError(f"--tol: the relative residual tolerance must lie in [1e-14, 1) (got {tol})")
+    for name, value, least in (("--trace-matvecs", trace_matvecs, 3), ("--density-probes", density_probes, 1),
+                               ("--density-steps", density_steps, 2)):
+        if not 1 <= least <= value <= 10 ** 5:
+            raise ConfigError(f"{name}: must lie in [{least}, 100000] (got {value})")
     t0 = time.perf_counter()
     run = load_run(run_dir, device=device)
     base = run.objective

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genlab.bounds.compression.certificate import DEFAULT_GRID, verify
+from genlab.bounds.compression.certificate import DEFAULT_GRID
+from genlab.bounds.compression.verify import verify
 from genlab.bounds.compression.pipeline import BoundConfig, compression_bound
 from genlab.experiments.results import ReproductionResult, choose_setting, write_results
 

@@ -303,8 +303,10 @@ def certificate_section(path: Path, title: str | None = None) -> Section:
           kv_html({k: c.get(k) for k in ("n", "train_errors", "train_error", "test_error", "message_bits",
                                          "hyperparameter_bits", "total_bits", "delta") if k in c}),
           "<h3>Bounds</h3>", table_html([{"bound": k, "value": v} for k, v in c.get("bounds", {}).items()]),
-          "<h3>Time (s)</h3>", kv_html(c.get("time_s", {})),
-          "<h3>Settings</h3>", kv_html({k: v for k, v in c.get("settings", {}).items() if _scalar(v)}))
+          "<h3>Time (s), as recorded (genlab verify cannot re-check times)</h3>", kv_html(c.get("time_s", {})),
+          "<h3>Pipeline settings, as recorded (not re-checked: the choices the predictor shows and those the "
+          "grid declares are)</h3>",
+          kv_html({k: v for k, v in (c.get("settings") or {}).items() if _scalar(v)}))
     return s
 
 

@@ -30,7 +30,7 @@ _RENAMED = {"levels": "quant_levels", "qat_stages": "quant_stages"}
 class BoundStages(BaseModel):
     """The bound's own settings: the other stages' overrides, the prior split, and the certificate's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     quant_levels: int = Field(7, ge=2, le=256, description="codebook levels L of the quantized stage",
                               json_schema_extra={"aliases": ["--levels"]})

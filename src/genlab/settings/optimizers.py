@@ -55,15 +55,15 @@ class SGLDSettings(OptimizerSettings):
                                "step's batch (no bound)")
     sgld_completion: bool = Field(True, description="SGLD: complete the low-rank C with its estimated unseen "
                                                     "variance (genlab.optim.noise)")
-    sgld_cov_size: int | None = Field(None, ge=2, description="SGLD: points C is estimated on (default batch_size)")
+    sgld_cov_size: int | None = Field(None, ge=2, le=2 ** 20, description="SGLD: points C is estimated on (default batch_size)")
     sgld_bound: bool = Field(True, description="SGLD: account the information-theoretic bound (one held-out "
                                                "gradient per step)")
 
 
 class _PosteriorSampling(OptimizerSettings):
-    mc_samples: int = Field(1, ge=1, description="IVON / VGD: posterior samples per step")
+    mc_samples: int = Field(1, ge=1, le=10 ** 4, description="IVON / VGD: posterior samples per step")
     posterior: Literal["gaussian", "student-t"] = Field("gaussian", description="IVON / VGD: sampling distribution")
-    dof: int = Field(4, ge=3, description="IVON / VGD: Student-t degrees of freedom")
+    dof: int = Field(4, ge=3, le=10 ** 6, description="IVON / VGD: Student-t degrees of freedom")
 
 
 class IVONSettings(_PosteriorSampling):

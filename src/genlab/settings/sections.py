@@ -33,7 +33,9 @@ def registered(name: str, registry, what: str) -> str:
 class Section(BaseModel):
     """One section of settings: unknown keys are refused, assignments validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # strict: no bool/str coercion (``steps = true``, ``batch_size = "64"`` are refused), finite numbers only
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), strict=True,
+                              allow_inf_nan=False)
 
     #: settings that may change between a run and its resumption (they do not change the trajectory)
     RESUMABLE: ClassVar[frozenset[str]] = frozenset()
@@ -87,8 +89,8 @@ class ModelSettings(Section):
 
     name: str = Field("mlp", description="model name (see genlab models)",
                       json_schema_extra={"flat": "model", "flag": "--model"})
-    width: int | None = Field(None, ge=1, description="model width (the family's default)")
-    depth: int | None = Field(None, ge=1, description="model depth (the family's default)")
+    width: int | None = Field(None, ge=1, le=2 ** 20, description="model width (the family's default)")
+    depth: int | None = Field(None, ge=1, le=1024, description="model depth (the family's default)")
     activation: str | None = Field(None, description="activation: relu, tanh, ... (the family's default)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout rate in [0, 1)")
     batchnorm: bool = Field(True, description="BatchNorm in resnet")
@@ -108,13 +110,14 @@ class RunSettings(Section):
 
     RESUMABLE = frozenset({"epochs", "steps", "eval_every", "checkpoint_every", "device", "eval_batch_size"})
 
-    batch_size: int = Field(64, ge=1, description="mini-batch size (ignored by full-batch optimizers)")
-    epochs: int | None = Field(None, ge=1, description="length in epochs (default 10)")
-    steps: int | None = Field(None, ge=1, description="length in optimizer steps (instead of epochs)")
-    seed: int = Field(0, ge=0, description="seed of init, batch order, label noise, dropout")
+    batch_size: int = Field(64, ge=1, le=10 ** 12, description="mini-batch size (ignored by full-batch optimizers; "
+                                                                "beyond the training set: the whole set)")
+    epochs: int | None = Field(None, ge=1, le=10 ** 9, description="length in epochs (default 10)")
+    steps: int | None = Field(None, ge=1, le=10 ** 12, description="length in optimizer steps (instead of epochs)")
+    seed: int = Field(0, ge=0, lt=2 ** 63, description="seed of init, batch order, label noise, dropout")
     eval_every: int | None = Field(None, ge=1, description="steps between evaluations; default: one epoch")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints; default: eval_every")
-    eval_batch_size: int = Field(1000, ge=1, description="chunk size for full-dataset passes")
+    eval_batch_size: int = Field(1000, ge=1, le=2 ** 24, description="chunk size for full-dataset passes")
     dtype: Literal["float32", "float64"] = Field("float32", description="float32 | float64")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
 
@@ -153,11 +156,11 @@ class NoiseSettings(Section):
 class SubspaceSettings(Section):
     """Training in a random subspace theta0 + P w (:mod:`genlab.bounds.compression.subspace`)."""
 
-    intrinsic_dim: int | None = Field(None, ge=1, description="train theta0 + P w with w in R^d (d = intrinsic_dim)")
+    intrinsic_dim: int | None = Field(None, ge=1, le=10 ** 8, description="train theta0 + P w with w in R^d (d = intrinsic_dim)")
     projection: Literal["dense", "sparse", "kron"] = Field("sparse", description="the random projection P")
     projection_scale: Literal["none", "fan-in"] = Field(
         "none", description="row scale of P: none, or 1/sqrt(fan-in) of each layer (equal relative moves)")
-    projection_seed: int | None = Field(None, ge=0, description="seed of P (default: seed)")
+    projection_seed: int | None = Field(None, ge=0, lt=2 ** 63, description="seed of P (default: seed)")
     projection_groups: list[str] = Field(default_factory=list, json_schema_extra={"flag": "--projection-group"},
                                          description="parameter-name prefixes the subspace covers (default: all)")
     subspace_prior: str | None = Field(None, description="run directory whose final weights are theta0 (a prior "
@@ -206,7 +209,7 @@ class TrackingSettings(Section):
 
     track_sharpness: int | None = Field(None, ge=1, description="steps between sharpness measurements")
     track_top_k: int = Field(1, ge=1, le=100, description="top Hessian eigenvalues tracked")
-    track_trace: int = Field(0, ge=0, description="Hutch++ products for the Hessian trace per measurement (0: off)")
+    track_trace: int = Field(0, ge=0, le=10 ** 5, description="Hutch++ products for the Hessian trace per measurement (0: off)")
     track_jacobian: bool = Field(False, description="also track input-output Jacobian norms")
 
 
@@ -221,7 +224,7 @@ class LoggingSettings(Section):
 class PluginSettings(BaseModel):
     """The settings of each built-in plugin, under its own key."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
     noise: NoiseSettings = Field(default_factory=NoiseSettings)
     subspace: SubspaceSettings = Field(default_factory=SubspaceSettings)

@@ -3,11 +3,13 @@
 Tensors go into the safetensors body; everything else (the step, the optimizer's
 param_groups and its non-tensor state) goes into the header's string metadata as
 JSON. Files are written to a temporary name and renamed, so the previous
-checkpoint survives a kill in the middle of a save.
+checkpoint survives a kill in the middle of a save; each carries the SHA-256 of its
+contents in its metadata, checked on every load, so damage is reported as damage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,22 +24,52 @@ from genlab.errors import CheckpointError
 FORMAT = "genlab-checkpoint-1"
 
 
+def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 of every tensor (name, dtype, shape, bytes) and every metadata entry, in name order: what a
+    tensor file's ``sha256`` metadata records and every load checks."""
+    h = hashlib.sha256()
+    for key in sorted(metadata):
+        if key != "sha256":
+            h.update(f"meta {key}={metadata[key]}\n".encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().to("cpu").contiguous()
+        h.update(f"tensor {key} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def save_state_dict(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Save a flat tensor dict atomically (contiguous CPU copies)."""
+    """Save a flat tensor dict atomically (contiguous CPU copies), with the checksum of its contents in its
+    metadata (``sha256``, see :func:`content_digest`)."""
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    metadata = dict(metadata or {})
+    metadata["sha256"] = content_digest(tensors, metadata)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    except (SafetensorError, OSError) as err:  # a full disk, say: the previous file is still intact
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path} ({err}); the previous version, if any, is kept") from None
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, turning a missing or corrupt file into :class:`CheckpointError`."""
+    """Load a safetensors file, turning a missing or corrupt file into :class:`CheckpointError`; a file whose
+    contents differ from its recorded checksum is corrupt (files written before checksums carry none)."""
+    from safetensors import safe_open
+
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is corrupt ({err}); delete it to start the run afresh") from None
+    if "sha256" in metadata and content_digest(tensors, metadata) != metadata["sha256"]:
+        raise CheckpointError(f"{path} is corrupt: its contents differ from the checksum written with them (the file "
+                              f"was damaged after it was saved); delete it to start afresh from the files before it")
+    return tensors
 
 
 def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -101,7 +133,16 @@ def read_checkpoint_metadata(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is corrupt ({err}); delete it to start the run afresh") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a genlab checkpoint (format {meta.get('format')!r}, want {FORMAT})")
-    return {"step": int(meta["step"]), "extra": json.loads(meta.get("extra", "{}"))}
+    step = meta.get("step", "")
+    if not (step.isdigit() and int(step) <= 10 ** 12):
+        raise CheckpointError(f"{path} is corrupt: its step {step!r} is not a step count")
+    try:
+        extra = json.loads(meta.get("extra", "{}"))
+    except json.JSONDecodeError:
+        extra = None
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{path} is corrupt: its metadata 'extra' is not a JSON object")
+    return {"step": int(step), "extra": extra}
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

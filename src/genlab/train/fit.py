@@ -124,16 +124,16 @@ def fit(objective: Objective, optimizer: torch.optim.Optimizer, out: str | Path,
         "loss": _loss_spec(objective),
         "factories": _factory_record(factories),
     }
-    rd = open_run_dir(out, overwrite)
-    if rd.config.is_file():
-        _check_fit_resumable(rd, record, lr_schedule)
-    fingerprint = data_digest(objective, test)
-    session = Session(objective, optimizer, rd, schedule, test=test, plugins=all_plugins, quiet=quiet,
-                      record=record, fingerprint=fingerprint,
-                      describe=f"{type(objective.model).__name__} ({objective.num_params():,} params) "
-                               f"{type(optimizer).__name__}, ")
-    session.run_or_skip()
-    summary = rd.read_json(rd.summary) if rd.summary.is_file() else {}
+    with open_run_dir(out, overwrite) as rd:  # held by this process until the run stops
+        if rd.config.is_file():
+            _check_fit_resumable(rd, record, lr_schedule)
+        fingerprint = data_digest(objective, test)
+        session = Session(objective, optimizer, rd, schedule, test=test, plugins=all_plugins, quiet=quiet,
+                          record=record, fingerprint=fingerprint,
+                          describe=f"{type(objective.model).__name__} ({objective.num_params():,} params) "
+                                   f"{type(optimizer).__name__}, ")
+        session.run_or_skip()
+        summary = rd.read_json(rd.summary) if rd.summary.is_file() else {}
     return FitResult(path=rd.path, summary=summary, model=objective.model, objective=objective,
                      test_objective=test, plugins=session.plugins)
 

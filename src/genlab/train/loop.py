@@ -92,7 +92,11 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list[Callback] | N
         TrainingInterrupted: Ctrl-C; a checkpoint of the last completed step was saved.
         CheckpointError: ``out`` holds a run with other settings or data, or a corrupt checkpoint.
     """
-    rd = open_run_dir(out, overwrite)
+    with open_run_dir(out, overwrite) as rd:  # held by this process until the run stops
+        return _train_in(rd, config, callbacks, quiet)
+
+
+def _train_in(rd: RunDir, config: TrainConfig, callbacks: list[Callback] | None, quiet: bool) -> Run:
     if rd.config.is_file():
         _check_resumable(rd, config)
     device = resolve_device(config.run.device)

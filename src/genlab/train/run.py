@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,10 +66,37 @@ def load_data(config: TrainConfig) -> Dataset:
                         data_dir=d.data_dir, options=dict(d.dataset_options))
 
 
+def available_memory(device: torch.device) -> int:
+    """Bytes free for tensors on ``device``: the GPU's free memory, or the machine's physical memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits_in_memory(build, device: torch.device, dtype: str) -> None:
+    """Refuse, before allocating, a model whose weights, gradient and two optimizer states would not fit in
+    ``device``'s memory: ``build()`` is run on PyTorch's ``meta`` device, which allocates nothing. A model
+    that cannot be built there (a user factory doing I/O, say) is not checked."""
+    try:
+        with torch.device("meta"):
+            count = sum(p.numel() for p in build().parameters())
+    except Exception:  # noqa: BLE001 -- only an estimate; the real build reports its own errors
+        return
+    need = 4 * count * torch.finfo(getattr(torch, dtype)).bits // 8
+    have = available_memory(device)
+    if need > have:
+        raise ConfigError(f"model: {count:,} parameters need about {need / 2 ** 30:.1f} GiB for weights, gradient "
+                          f"and optimizer state, more than the {have / 2 ** 30:.1f} GiB of {device}; give a smaller "
+                          f"--width / --depth")
+
+
 def make_model(config: TrainConfig, data: Dataset, device: torch.device) -> torch.nn.Module:
     """The model a config names, initialised from ``config.run.seed``, on ``device`` in ``config.run.dtype``."""
-    torch.manual_seed(config.run.seed)
     m = config.model
+    check_fits_in_memory(lambda: build_model(m.name, data.input_shape, data.output_dim, width=m.width, depth=m.depth,
+                                             dropout=m.dropout, activation=m.activation, batchnorm=m.batchnorm,
+                                             **m.model_options), device, config.run.dtype)
+    torch.manual_seed(config.run.seed)  # after the size check: the real build starts from the seed
     model = build_model(m.name, data.input_shape, data.output_dim, width=m.width, depth=m.depth, dropout=m.dropout,
                         activation=m.activation, batchnorm=m.batchnorm, **m.model_options)
     model = transform_model(config, model)  # e.g. subspace training: the only parameter is w (and a codebook)

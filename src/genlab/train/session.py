@@ -37,7 +37,8 @@ from genlab.objective import Objective
 from genlab.registry import imported_modules
 from genlab.seeding import keyed_generator
 from genlab.train.callbacks import Callback, EvalCallback, TrainState
-from genlab.train.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint, save_state_dict
+from genlab.train.checkpoint import (load_checkpoint, load_state_dict, read_checkpoint_metadata, save_checkpoint,
+                                     save_state_dict)
 from genlab.train.run import check_same_data
 from genlab.train.run_dir import RunDir, environment_info
 
@@ -305,16 +306,31 @@ class Session:
 
     def complete(self) -> bool:
         """Restore, then report whether the run directory already holds this run, finished."""
-        return (self.restore() and self.state.step >= self.state.total_steps and self.rd.model.is_file())
+        done = self.restore() and self.state.step >= self.state.total_steps and self.rd.model.is_file()
+        if done:
+            load_state_dict(self.rd.model)  # a damaged final model is reported, never "nothing to do"
+        return done
 
     def run_or_skip(self) -> None:
-        """Restore; run to the end unless the directory already holds the finished run (then say so)."""
-        if self.complete():
-            if not self.quiet:
-                print(f"{self.rd.path}: run already complete ({self.state.step} steps); nothing to do",
-                      file=sys.stderr)
-        else:
+        """Restore; run to the end unless the directory already holds the finished run (then say so). A run
+        killed after its final model was written but before its summary gets the summary written now."""
+        if not self.complete():
             self.run()
+            return
+        if self._summary_status() != "complete":
+            self.t0 = time.perf_counter()
+            self.stop("complete")
+            if not self.quiet:
+                print(f"{self.rd.path}: run complete ({self.state.step} steps); its summary was missing and is "
+                      f"written now", file=sys.stderr)
+        elif not self.quiet:
+            print(f"{self.rd.path}: run already complete ({self.state.step} steps); nothing to do", file=sys.stderr)
+
+    def _summary_status(self) -> str | None:
+        try:
+            return self.rd.read_json(self.rd.summary).get("status")
+        except (OSError, ValueError, AttributeError):
+            return None
 
 
 class StopOnSignals:

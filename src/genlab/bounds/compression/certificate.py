@@ -11,7 +11,8 @@ before computing) and the test error (for information).
 
 The predictor certified is rebuilt *from the certificate and the message alone* (:func:`rebuild_predictor`), both
 when certifying and when verifying: the numbers are those of the decoded predictor, never of the trained model.
-:func:`verify` recomputes the training error and the bound and raises :class:`VerificationError` on any mismatch.
+:func:`~genlab.bounds.compression.verify.verify` re-checks every field (:mod:`~genlab.bounds.compression.record`
+says how each is checked) and raises :class:`VerificationError` on any mismatch.
 
 What the bound charges (Occam, point mass, prior ``P(h) = 2^-(message bits) / |grid| * 2^-preprocessing``):
 
@@ -35,13 +36,12 @@ import torch
 
 from genlab.bounds.compression.coding import SYMBOL_MODELS, decode_message, encode_message, message_bits
 from genlab.bounds.compression.quantize import stored_codebook
+from genlab.bounds.compression.record import BOUND_NAMES, FORMAT
 from genlab.bounds.compression.subspace import ProjectionSpec, SubspaceModel
 from genlab.bounds.kl import all_bounds
 from genlab.errors import ConfigError, GenlabError
 
-FORMAT = "genlab-certificate-1"
 PREPROCESSING_BITS = 64
-BOUND_NAMES = ("occam_kl", "langford_seeger", "mcallester", "catoni_grid")
 # The grid every certificate declares unless told otherwise: the choices genlab's own searches range over.
 DEFAULT_GRID: dict[str, list] = {
     "intrinsic_dim": [25, 50, 100, 150, 250, 350, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 16000],
@@ -150,9 +150,11 @@ def load_certificate_data(cert: dict[str, Any], data_dir: str | None = None):
     return data
 
 
-def evaluate_certificate(cert: dict[str, Any], message: bytes, data, prior_state=None) -> dict[str, Any]:
-    """Errors of the decoded predictor and every bound, as the certificate states them."""
-    model = rebuild_predictor(cert, message, prior_state)
+def evaluate_certificate(cert: dict[str, Any], message: bytes, data, prior_state=None,
+                         model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Errors of the decoded predictor (rebuilt from ``message`` unless given) and every bound, as the
+    certificate states them."""
+    model = rebuild_predictor(cert, message, prior_state) if model is None else model
     split = cert["prior"]["split"]
     x, y = data.x_train[split:], _labels(data.y_train[split:])
     n = len(x)
@@ -302,72 +304,3 @@ def _run_choices(config) -> dict[str, Any]:
         choices["epochs"], choices["lr"] = first.run.epochs, first.optimizer.lr
         choices["optimizer"], choices["subspace_noise"] = first.optimizer.name, first.plugins.subspace.subspace_noise
     return choices
-
-
-# --------------------------------------------------------------------------- verify
-def read_certificate(path: str | Path) -> tuple[dict[str, Any], Path]:
-    """A certificate and its directory (the path may name the directory or the JSON file)."""
-    path = Path(path)
-    file = path / "certificate.json" if path.is_dir() else path
-    if not file.is_file():
-        raise VerificationError(f"certificate {file} not found")
-    try:
-        cert = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
-        raise VerificationError(f"certificate {file} is not readable JSON ({err})") from None
-    if not isinstance(cert, dict) or cert.get("format") != FORMAT:
-        raise VerificationError(f"{file} is not a genlab certificate (format {FORMAT!r} expected)")
-    return cert, file.parent
-
-
-def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 1e-9) -> dict[str, Any]:
-    """Re-check a certificate from itself and its message alone; returns the recomputed figures.
-
-    Rebuilds the predictor (projection from its seed, ``theta0`` from the model seed or the prior file, the
-    quantized coordinates from ``message.bin``), recounts its errors on the certified training points, recomputes
-    the hyper-parameter bits and every bound.
-
-    Raises:
-        VerificationError: any mismatch (message hash or length, data hash, theta0, error count, bits, bound).
-        MessageError: the message is truncated or corrupt.
-    """
-    cert, folder = read_certificate(path)
-    try:
-        message = (folder / cert["message_file"]).read_bytes()
-    except OSError as err:
-        raise VerificationError(f"message {folder / cert['message_file']} not readable ({err})") from None
-    problems = []
-    if sha256_bytes(message) != cert["message_sha256"]:
-        problems.append("message.bin differs from the certified message (SHA-256)")
-    if message_bits(message) != cert["message_bits"]:
-        problems.append(f"message.bin is {message_bits(message)} bits, the certificate charges {cert['message_bits']}")
-    prior_state = None
-    if cert["prior"]["kind"] == "trained":
-        from genlab.train.checkpoint import load_state_dict
-
-        prior_file = folder / cert["prior"]["file"]
-        if not prior_file.is_file() or sha256_bytes(prior_file.read_bytes()) != cert["prior"]["sha256"]:
-            raise VerificationError(f"prior centre {prior_file} is missing or differs from the certified one")
-        prior_state = load_state_dict(prior_file)
-    if abs(grid_bits(cert["grid"]) + PREPROCESSING_BITS - cert["hyperparameter_bits"]) > tolerance:
-        problems.append(f"hyperparameter_bits {cert['hyperparameter_bits']} do not match the declared grid "
-                        f"({grid_bits(cert['grid']) + PREPROCESSING_BITS})")
-    try:
-        check_choices_in_grid(cert["choices"], cert["grid"])
-    except ConfigError as err:
-        problems.append(str(err))
-    if problems:
-        raise VerificationError("; ".join(problems))
-    data = load_certificate_data(cert, data_dir)
-    figures = evaluate_certificate(cert, message, data, prior_state)
-    for key in ("n", "train_errors", "message_bits"):
-        if figures[key] != cert[key]:
-            problems.append(f"{key}: recomputed {figures[key]}, certified {cert[key]}")
-    for name, value in figures["bounds"].items():
-        if abs(value - cert["bounds"].get(name, math.nan)) > tolerance:
-            problems.append(f"bound {name}: recomputed {value:.6f}, certified {cert['bounds'].get(name)}")
-    if abs(figures["bound"] - cert["bound"]) > tolerance:
-        problems.append(f"bound: recomputed {figures['bound']:.6f}, certified {cert['bound']}")
-    if problems:
-        raise VerificationError("certificate does not verify: " + "; ".join(problems))
-    return figures

@@ -31,6 +31,8 @@ def compression_bound(settings: BoundConfig, out: str | Path, *, from_run: str |
     """
     from genlab.train import train
 
+    if str(out).strip() == "":
+        raise ConfigError("--out is empty; give a directory for the certificate and its stage runs")
     if settings.reported_bound not in BOUND_NAMES:
         raise ConfigError(f"reported bound {settings.reported_bound!r} unknown; allowed: {', '.join(BOUND_NAMES)}")
     grid = settings.grid if settings.grid is not None else DEFAULT_GRID
