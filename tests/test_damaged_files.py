@@ -117,3 +117,30 @@ def test_damaged_metrics_lines_are_kept_aside_not_deleted(tmp_path, capsys):
     assert "3 damaged line(s) moved to" in capsys.readouterr().err
     assert [r["step"] for r in RunDir(out).read_metrics()] == [0, 2, 4, 6, 8, 10, 12]
     assert (out / "metrics.damaged.jsonl").read_bytes() == b"".join(d + b"\n" for d in damaged)
+
+
+@pytest.mark.parametrize("name, content", [("env.json", b"{truncated"), ("env.json", b"[1, 2]"),
+                                           ("config.json", b"\xff\xfe"), ("config.json", b"")])
+def test_a_damaged_json_file_is_named_in_one_line(complete_run, capsys, name, content):
+    (complete_run / name).write_bytes(content)
+    code = main(["train", "--out", str(complete_run), *TINY, "--steps", "6", "--checkpoint-every", "3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"{name} is damaged" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_a_damaged_summary_is_rewritten_by_the_rerun(complete_run, capsys):
+    before = json.loads((complete_run / "summary.json").read_text())
+    (complete_run / "summary.json").write_text("{")
+    assert main(["report", str(complete_run)]) == 2 and "summary.json is damaged" in capsys.readouterr().err
+    assert main(["train", "--out", str(complete_run), *TINY, "--steps", "6", "--checkpoint-every", "3"]) == 0
+    assert json.loads((complete_run / "summary.json").read_text())["train_loss"] == before["train_loss"]
+
+
+def test_a_run_that_lost_its_config_is_not_overwritten_silently(complete_run, capsys):
+    (complete_run / "config.json").unlink()
+    weights = (complete_run / "model.safetensors").read_bytes()
+    code = main(["train", "--out", str(complete_run), *TINY, "--steps", "6", "--lr", "0.5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "but no config.json" in err and "--overwrite" in err
+    assert (complete_run / "model.safetensors").read_bytes() == weights          # nothing touched
+    assert main(["train", "--out", str(complete_run), *TINY, "--steps", "6", "--lr", "0.5", "--overwrite"]) == 0

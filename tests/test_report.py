@@ -3,6 +3,7 @@ directory, `reproduce all` with a failing reproduction, and rendering in a real 
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -172,8 +173,10 @@ def render(page: Path) -> dict[str, int]:
     return {k: int(v) for k, v in attrs.items()}
 
 
-@pytest.mark.skipif(chromium() is None, reason="no headless browser (apt-get install chromium)")
+@pytest.mark.skipif(chromium() is None and not os.environ.get("GENLAB_REQUIRE_BROWSER"),
+                    reason="no headless browser (apt-get install chromium; .ci/run installs it and requires it)")
 def test_page_renders_in_headless_chromium(tracked_run, tmp_path):
+    assert chromium() is not None, "GENLAB_REQUIRE_BROWSER is set but no chromium is on PATH"
     got = render(build_report(tracked_run, tmp_path / "page.html"))
     assert got["figures-total"] == 4 and got["figures-loaded"] == 4
     assert got["min-figure-width"] >= 600  # readable: not shrunk below 600 CSS pixels
@@ -226,3 +229,17 @@ def test_reproduce_all_command_exit_status(tmp_path, monkeypatch, capsys):
     assert "vl-eos: FAILED (ValueError: diverged at step 3)" in out and f"wrote {tmp_path / 'report.html'}" in out
     assert err.strip() == ("genlab: error: 1 reproduction(s) failed to run (vl-eos); the report shows their errors, "
                            "rerun the same command to retry them")
+
+
+def test_adam_run_report_shows_each_sharpness_against_its_threshold_and_the_jacobian(tmp_path):
+    out = tmp_path / "adam"
+    cfg = TrainConfig(dataset="mnist1d", model="mlp", width=16, n_train=200, optimizer="adam", lr=0.01,
+                      batch_size=200, steps=12, eval_every=6, track_sharpness=6, track_jacobian=True)
+    run = train(cfg, out, quiet=True)
+    last = [r for r in run.metrics if "sharpness" in r][-1]
+    assert last["stability_threshold"] is None and last["preconditioned_threshold"] == pytest.approx(
+        (2 + 2 * 0.9) / ((1 - 0.9) * 0.01))
+    assert main(["curvature", str(out), "--top-k", "1", "--jacobian"]) == 0
+    html = build_report(out).read_text()
+    assert "input-output Jacobian norms tracked during training" in html
+    assert "Input-output Jacobian" in html and "preconditioned_threshold" in html

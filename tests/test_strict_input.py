@@ -78,3 +78,11 @@ def test_a_json_config_with_infinity_is_refused(capsys, tmp_path):
     cfg.write_text(json.dumps({"lr": float("inf")}))  # Python writes Infinity, which JSON readers accept
     assert "lr: Input should be a finite number" in _one_error(capsys, ["train", "--out", str(tmp_path / "r"),
                                                                         "--config", str(cfg)])
+
+
+@pytest.mark.parametrize("command", [["train"], ["bound"], ["reproduce", "sharpening", "--quick"],
+                                     ["report", "."], ["sweep", "missing.toml"]])
+def test_an_empty_out_is_refused_not_taken_as_the_working_directory(capsys, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    assert "--out is empty" in _one_error(capsys, [*command, "--out", ""])
+    assert list(tmp_path.iterdir()) == []

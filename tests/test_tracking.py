@@ -1,6 +1,7 @@
 """Sharpness tracking during training and the `genlab curvature` command."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 from genlab.cli import main
 from genlab.config import TrainConfig
 from genlab.curvature import HessianOperator, lanczos
-from genlab.curvature.tracking import adaptive_preconditioner, stability_threshold
+from genlab.curvature.tracking import adaptive_preconditioner, preconditioned_threshold, stability_threshold
 from genlab.train import load_run, train
 
 
@@ -70,7 +71,9 @@ def test_adam_preconditioner_reproduces_adams_step_and_is_tracked(tmp_path):
     cfg = gd_config(optimizer="adam", lr=0.01, batch_size=300, steps=5, track_sharpness=5, momentum=0.9)
     run = train(cfg, tmp_path / "r", quiet=True)
     rec = run.metrics[-1]
-    assert rec["stability_threshold"] == pytest.approx((2 + 2 * 0.9) / ((1 - 0.9) * 0.01))
+    # Adam's threshold is on the preconditioned sharpness; the raw sharpness has none
+    assert rec["stability_threshold"] is None
+    assert rec["preconditioned_threshold"] == pytest.approx((2 + 2 * 0.9) / ((1 - 0.9) * 0.01))
     assert rec["preconditioned_sharpness"] > rec["sharpness"]  # P < 1 entrywise early in training
     assert "preconditioned_sharpness" not in run.metrics[0]  # no P at step 0
 
@@ -79,7 +82,15 @@ def test_stability_thresholds():
     w = [torch.nn.Parameter(torch.zeros(2))]
     assert stability_threshold(torch.optim.SGD(w, lr=0.1)) == pytest.approx(20.0)
     assert stability_threshold(torch.optim.SGD(w, lr=0.1, momentum=0.9)) == pytest.approx(38.0)
-    assert stability_threshold(torch.optim.Adam(w, lr=0.1, betas=(0.9, 0.999))) == pytest.approx(380.0)
+    adam = torch.optim.Adam(w, lr=0.1, betas=(0.9, 0.999))
+    assert math.isnan(stability_threshold(adam)) and preconditioned_threshold(adam) == pytest.approx(380.0)
+    assert math.isnan(preconditioned_threshold(torch.optim.SGD(w, lr=0.1)))
+    from genlab.optim import IVON, VariationalGD
+
+    ivon = IVON(w, lr=0.1, ess=100.0, beta1=0.9)
+    assert math.isnan(stability_threshold(ivon)) and preconditioned_threshold(ivon) == pytest.approx(380.0)
+    vgd = VariationalGD(w, lr=0.1, sigma=0.01)
+    assert stability_threshold(vgd) == pytest.approx(20.0) and math.isnan(preconditioned_threshold(vgd))
 
 
 def test_curvature_command_writes_the_promised_keys(tmp_path, capsys):

@@ -7,6 +7,7 @@ input, 1 for a diverged run, 130 for an interrupt), without a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -37,6 +38,18 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 Opt = typer.Option
+
+
+def _out_path(value: str | None) -> Path | None:
+    """An ``--out`` value as a path (``None``: not given); refused when empty, which a Path would take as the
+    working directory."""
+    if value is None:
+        return None
+    if value.strip() == "":
+        from genlab.errors import ConfigError
+
+        raise ConfigError("--out is empty; give a directory (or leave --out out for the default)")
+    return Path(value)
 
 
 def _train(out: str, config: Optional[Path], overwrite: bool, quiet: bool, settings: dict) -> None:
@@ -190,7 +203,7 @@ def verify_cmd(
 def reproduce_cmd(
     name: Annotated[str, typer.Argument(help="Which result: sharpening | sgld-noise | noise-timescales | vl-eos | compression, or all (all five and OUT/report.html).")],
     quick: Annotated[bool, Opt("--quick", help="Small setting (minutes on 2 CPU cores).")] = False,
-    out: Annotated[Optional[Path], Opt("--out", help="Output directory (default reproductions/NAME[-quick]).")] = None,
+    out: Annotated[Optional[str], Opt("--out", help="Output directory (default reproductions/NAME[-quick]).")] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Reproduce a paper's result on real data: writes OUT/results.json (claim, verdict, numbers) and figures.
@@ -200,7 +213,7 @@ def reproduce_cmd(
     from genlab.errors import PartialFailure
     from genlab.experiments import reproduce
 
-    out = out or Path("reproductions") / (name + ("-quick" if quick else ""))
+    out = _out_path(out) or Path("reproductions") / (name + ("-quick" if quick else ""))
     if name == "all":
         from genlab.experiments.suite import reproduce_all
 
@@ -225,7 +238,7 @@ def reproduce_cmd(
 @app.command("sweep")
 def sweep_cmd(
     file: Annotated[Path, typer.Argument(help="Sweep file (TOML) with tables sweep, base, grid and an array runs (see README, Sweeps).")],
-    out: Annotated[Optional[Path], Opt("--out", help="Directory of the runs and the table (default: the file's, else runs/NAME).")] = None,
+    out: Annotated[Optional[str], Opt("--out", help="Directory of the runs and the table (default: the file's, else runs/NAME).")] = None,
     jobs: Annotated[Optional[int], Opt("--jobs", "-j", help="Runs at a time on the local pool (default: the file's, else 1).")] = None,
     backend: Annotated[str, Opt(help="local (process pool) | ray.")] = "local",
     address: Annotated[Optional[str], Opt(help="Ray cluster address (default: start a local Ray instance).")] = None,
@@ -237,8 +250,9 @@ def sweep_cmd(
     from genlab.errors import PartialFailure
     from genlab.sweep import read_sweep, run_sweep
 
+    out_dir = _out_path(out)
     sweep = read_sweep(file)
-    table = run_sweep(sweep, out, jobs=jobs, backend=backend, address=address, cpus_per_run=cpus_per_run,
+    table = run_sweep(sweep, out_dir, jobs=jobs, backend=backend, address=address, cpus_per_run=cpus_per_run,
                       gpus_per_run=gpus_per_run, quiet=quiet)
     counts = table["counts"]
     where = Path(table["out"])
@@ -253,12 +267,12 @@ def sweep_cmd(
 @app.command("report")
 def report_cmd(
     path: Annotated[Path, typer.Argument(help="A run, certificate, sweep or reproduction directory, or a directory of them.")],
-    out: Annotated[Optional[Path], Opt("--out", help="The HTML file (default PATH/report.html).")] = None,
+    out: Annotated[Optional[str], Opt("--out", help="The HTML file (default PATH/report.html).")] = None,
 ) -> None:
     """One self-contained HTML page (figures embedded): curves, sharpness vs 2/lr, spectrum, bounds, noise."""
     from genlab.report import build_report
 
-    print(f"wrote {build_report(path, out)}")
+    print(f"wrote {build_report(path, _out_path(out))}")
 
 
 @app.command("datasets")
@@ -329,9 +343,9 @@ def main(argv: list[str] | None = None) -> int:
 
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
-    previous = None
-    if threading.current_thread() is threading.main_thread():  # SIGTERM before the loop: as Ctrl-C
-        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # outside a training loop (which has its own)
+        previous = {sig: signal.signal(sig, _stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         args = _take_imports(list(args))
         result = command.main(args=args, prog_name="genlab", standalone_mode=False)
@@ -360,15 +374,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genlab: error: {message}{hint}", file=sys.stderr)
         code = getattr(e, "exit_code", 2) or 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if argv is None:
         sys.exit(code)
     return code
 
 
-def _terminate_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _stop_now(signum, frame):
+    """Ctrl-C or SIGTERM outside a training loop (start-up, data loading, analysis): stop at once, exit 130.
+    Raising KeyboardInterrupt there instead can land inside an import and leave a module half-initialised (a
+    RecursionError later, not an exit); nothing is lost by exiting, as genlab writes every file atomically and a
+    run directory's lock dies with the process."""
+    os.write(2, b"genlab: interrupted (exit 130); every file written so far is intact: rerun the same command "
+                b"to continue\n")
+    os._exit(130)
 
 
 if __name__ == "__main__":

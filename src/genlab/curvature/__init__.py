@@ -33,10 +33,10 @@ from genlab.curvature.lanczos import EigenResult, lanczos, power_iteration
 from genlab.curvature.operators import (CurvatureOperator, EmpiricalFisherOperator, GaussNewtonOperator,
                                         HessianOperator, PreconditionedOperator, flat_per_sample_grads)
 from genlab.curvature.trace import TraceEstimate, hutchinson, hutchpp
-from genlab.curvature.tracking import SharpnessTracker, stability_threshold
+from genlab.curvature.tracking import SharpnessTracker, preconditioned_threshold, stability_threshold
 
 __all__ = ["CurvatureOperator", "HessianOperator", "GaussNewtonOperator", "EmpiricalFisherOperator",
            "PreconditionedOperator", "flat_per_sample_grads", "lanczos", "power_iteration", "EigenResult",
            "hutchinson", "hutchpp", "TraceEstimate", "slq", "SpectralDensity", "gradient_covariance",
            "GradientCovariance", "stacked_per_sample_grads", "jacobian_norms", "JacobianNorms", "SharpnessTracker",
-           "stability_threshold"]
+           "stability_threshold", "preconditioned_threshold"]

@@ -14,12 +14,13 @@ records it next to the optimizer's stability threshold:
   ``preconditioner()`` returning the diagonal of ``P`` flat): what it says.
 
 Metrics written (per measurement): ``sharpness``, ``eigenvalues`` (top-k),
-``sharpness_hvps``, ``sharpness_residual``, ``stability_threshold``,
+``sharpness_hvps``, ``sharpness_residual``, ``stability_threshold`` (of the raw sharpness; ``None`` for adaptive
+methods),
 ``grad_norm`` and ``grad_projections`` (``(g . u_i)^2`` for the top eigenvectors,
 which the variational-learning threshold needs), and for variational GD ``vl_threshold`` and ``vl_z``
 (:meth:`genlab.optim.ivon.VariationalGD.variational_threshold`); optionally ``hessian_trace``,
-Jacobian norm summaries and ``gradcov_trace``; for Adam
-``preconditioned_sharpness`` and ``preconditioned_threshold``.
+Jacobian norm summaries and ``gradcov_trace``; for Adam and IVON
+``preconditioned_sharpness`` and ``preconditioned_threshold`` (its threshold).
 
 The warm-start vectors live in memory only: after a resume the first
 measurement starts cold (same values to ``tol``, more products).
@@ -52,24 +53,35 @@ from genlab.train.plugins import BuildContext, register_plugin_factory
 
 
 def stability_threshold(optimizer: torch.optim.Optimizer) -> float:
-    """The sharpness above which the optimizer's quadratic model diverges (``nan`` if unknown).
-
-    GD/SGD: ``(2 + 2 beta) / lr`` (heavy-ball momentum ``beta``); Adam:
-    ``(2 + 2 beta1) / ((1 - beta1) lr)`` for the *preconditioned* sharpness.
-    """
+    """The threshold of the *raw* sharpness ``lambda_max(H)``: above it the optimizer's quadratic model
+    diverges. GD/SGD: ``(2 + 2 beta) / lr`` (heavy-ball momentum ``beta``); an optimizer's own
+    ``stability_threshold()`` when it has no preconditioner (variational GD: ``2 / lr``). ``nan`` for adaptive
+    methods, whose threshold is on the preconditioned sharpness (:func:`preconditioned_threshold`)."""
+    if hasattr(optimizer, "preconditioner") or isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        return math.nan
     if hasattr(optimizer, "stability_threshold"):
         return float(optimizer.stability_threshold())
     group = optimizer.param_groups[0]
-    lr = float(group["lr"])
-    if isinstance(optimizer, torch.optim.SGD):
-        if group.get("nesterov"):
-            return math.nan
-        beta = float(group.get("momentum", 0.0))
-        return (2 + 2 * beta) / lr
-    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
-        b1 = float(group["betas"][0])
-        return (2 + 2 * b1) / ((1 - b1) * lr)
+    if isinstance(optimizer, torch.optim.SGD) and not group.get("nesterov"):
+        return (2 + 2 * float(group.get("momentum", 0.0))) / float(group["lr"])
     return math.nan
+
+
+def preconditioned_threshold(optimizer: torch.optim.Optimizer) -> float:
+    """The threshold of the preconditioned sharpness ``lambda_max(P^-1 H)`` of an adaptive method: Adam's
+    ``(2 + 2 beta1) / ((1 - beta1) lr)`` (Cohen et al. 2022), or the optimizer's own ``stability_threshold()``
+    when it has a ``preconditioner()`` (IVON); ``nan`` for the others."""
+    if hasattr(optimizer, "preconditioner") and hasattr(optimizer, "stability_threshold"):
+        return float(optimizer.stability_threshold())
+    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        group = optimizer.param_groups[0]
+        b1 = float(group["betas"][0])
+        return (2 + 2 * b1) / ((1 - b1) * float(group["lr"]))
+    return math.nan
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def adaptive_preconditioner(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
@@ -211,7 +223,7 @@ class SharpnessTracker(Callback):
             "sharpness_hvps": res.matvecs,
             "sharpness_residual": max(res.residuals) if res.residuals else math.nan,
             "sharpness_converged": res.converged,
-            "stability_threshold": stability_threshold(state.optimizer),
+            "stability_threshold": _finite_or_none(stability_threshold(state.optimizer)),
         }
         if self.top_k > 1:
             out["eigenvalues"] = [float(x) for x in res.eigenvalues]
@@ -230,6 +242,7 @@ class SharpnessTracker(Callback):
             self._pre_vectors = pre.eigenvectors
             out["preconditioned_sharpness"] = float(pre.eigenvalues[0])
             out["preconditioned_hvps"] = pre.matvecs
+            out["preconditioned_threshold"] = _finite_or_none(preconditioned_threshold(state.optimizer))
         if self.trace_matvecs > 0:
             out["hessian_trace"] = hutchpp(H, self.trace_matvecs, generator=gen).value
         H.release()

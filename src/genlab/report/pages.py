@@ -175,9 +175,31 @@ def _sharpness_figure(records: list[dict[str, Any]]) -> bytes | None:
     if any(r.get("vl_threshold") is not None for r in tracked):
         ax.plot(steps, [r.get("vl_threshold") for r in tracked], ":", label="variational threshold")
     thresholds = [r.get("stability_threshold") for r in tracked]
-    if any(t is not None for t in thresholds):
-        ax.plot(steps, thresholds, "k--", label="2 / lr (stability threshold)")
-    ax.set(xlabel="step", ylabel="eigenvalue", title="sharpness against 2/lr")
+    if any(t is not None for t in thresholds):  # the raw sharpness's threshold (GD, SGD, VGD) only
+        ax.plot(steps, thresholds, "k--", label="stability threshold of the sharpness ((2 + 2 beta) / lr)")
+    pre = [r.get("preconditioned_threshold") for r in tracked]
+    if any(t is not None for t in pre):  # Adam, IVON: the threshold of the preconditioned sharpness
+        ax.plot(steps, pre, "k:", label="threshold of the preconditioned sharpness")
+    adaptive = any(t is not None for t in pre) and not any(t is not None for t in thresholds)
+    ax.set(xlabel="step", ylabel="eigenvalue", yscale="log" if adaptive else "linear",
+           title="preconditioned sharpness against its threshold" if adaptive else "sharpness against 2/lr")
+    ax.legend()
+    return figure_png(fig)
+
+
+def _jacobian_figure(records: list[dict[str, Any]]) -> bytes | None:
+    from genlab.report.figures import pyplot
+
+    tracked = [r for r in records if r.get("jacobian_spec_max") is not None]
+    if not tracked:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    steps = [r["step"] for r in tracked]
+    for key, label in (("jacobian_spec_max", "max spectral norm"), ("jacobian_spec_mean", "mean spectral norm"),
+                       ("jacobian_fro_mean", "mean Frobenius norm")):
+        ax.plot(steps, [r.get(key) for r in tracked], label=label)
+    ax.set(xlabel="step", ylabel="norm of d f(x) / d x", title="input-output Jacobian over the training set")
     ax.legend()
     return figure_png(fig)
 
@@ -236,7 +258,12 @@ def run_sections(path: Path, title: str | None = None) -> list[Section]:
         last = next(r for r in reversed(records) if r.get("sharpness") is not None)
         s.add(figure_html(sharp, "top Hessian eigenvalue tracked during training, against 2/lr"),
               kv_html({k: last[k] for k in ("step", "sharpness", "stability_threshold", "preconditioned_sharpness",
+                                            "preconditioned_threshold", "jacobian_spec_max", "jacobian_spec_mean",
+                                            "jacobian_fro_max", "jacobian_fro_mean",
                                             "hessian_trace", "grad_norm") if last.get(k) is not None}))
+        jac = _jacobian_figure(records)
+        if jac:
+            s.add(figure_html(jac, "input-output Jacobian norms tracked during training"))
         sections.append(s)
     curvature = path / "curvature.json"
     if curvature.is_file():
@@ -249,6 +276,8 @@ def run_sections(path: Path, title: str | None = None) -> list[Section]:
                           for i, v in enumerate(c.get("top_eigenvalues", []))]))
         if "gauss_newton" in c:
             s.add("<h3>Gauss-Newton</h3>", kv_html(_flatten(c["gauss_newton"])))
+        if "jacobian" in c:  # genlab curvature --jacobian: norms and the bound's terms
+            s.add("<h3>Input-output Jacobian</h3>", kv_html(_flatten(c["jacobian"])))
         for fig in ("eigenvalues.png", "spectral_density.png"):
             if (path / "figures" / fig).is_file():
                 s.add(figure_html(path / "figures" / fig, fig[:-4].replace("_", " ")))

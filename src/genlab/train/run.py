@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,13 +143,7 @@ def read_run_record(path: str | Path) -> dict[str, Any]:
     rd = RunDir(path)
     if not rd.config.is_file():
         raise CheckpointError(f"{rd.path} is not a genlab run directory (no config.json)")
-    try:
-        values = json.loads(rd.config.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{rd.config} is corrupt ({err})") from None
-    if not isinstance(values, dict):
-        raise CheckpointError(f"{rd.config} is corrupt (not a JSON object)")
-    return values
+    return rd.read_json(rd.config)
 
 
 def is_fit_run(path: str | Path) -> bool:
@@ -163,7 +156,7 @@ def import_recorded_modules(path: str | Path) -> None:
     rd = RunDir(path)
     try:
         imports = rd.read_json(rd.env).get("imports", []) if rd.env.is_file() else []
-    except (ValueError, OSError):
+    except CheckpointError:  # a damaged env.json is reported where the data are checked against it
         return
     for name in imports:
         try:

@@ -99,9 +99,24 @@ class RunDir:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         os.replace(tmp, self.metrics)
 
-    def read_json(self, path: Path) -> Any:
-        """Parse one JSON file of the run."""
-        return json.loads(path.read_text(encoding="utf-8"))
+    def read_json(self, path: Path) -> dict[str, Any]:
+        """Parse one JSON file of the run (an object); a damaged one is named in one :class:`CheckpointError`."""
+        try:
+            value = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise CheckpointError(f"{path} not found") from None
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise CheckpointError(f"{path} is damaged ({' '.join(str(err).split())[:120]}); genlab wrote it "
+                                  f"whole, so something else changed it -- restore it, or --overwrite the run"
+                                  ) from None
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path} is damaged (not a JSON object); restore it, or --overwrite the run")
+        return value
+
+    def genlab_files(self) -> list[Path]:
+        """The files of a run genlab writes here that exist now."""
+        return [p for p in (self.config, self.env, self.metrics, self.summary, self.checkpoint, self.model,
+                            self.damaged_metrics) if p.exists()]
 
 
 def environment_info(seed: int, device: str) -> dict[str, Any]:
@@ -203,4 +218,9 @@ def open_run_dir(out: str | Path, overwrite: bool) -> Iterator[RunDir]:
             for p in (rd.config, rd.env, rd.metrics, rd.summary, rd.checkpoint, rd.model, rd.damaged_metrics):
                 p.unlink(missing_ok=True)
                 p.with_name(p.name + ".tmp").unlink(missing_ok=True)  # a write a kill interrupted
+        elif not rd.config.is_file() and rd.genlab_files():
+            found = ", ".join(p.name for p in rd.genlab_files())
+            raise CheckpointError(f"{rd.path} holds a run's files ({found}) but no config.json, so they cannot be "
+                                  f"checked against these settings; restore config.json, or --overwrite to discard "
+                                  f"them")
         yield rd

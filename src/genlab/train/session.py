@@ -329,7 +329,7 @@ class Session:
     def _summary_status(self) -> str | None:
         try:
             return self.rd.read_json(self.rd.summary).get("status")
-        except (OSError, ValueError, AttributeError):
+        except GenlabError:  # missing or damaged: genlab rewrites it from the checkpoint's state
             return None
 
 
