@@ -38,10 +38,30 @@ def _train(out: Path) -> subprocess.Popen:
 
 
 def _step_of(out: Path) -> int | None:
+    """The step the run's checkpoint holds (``None``: none yet, or one being replaced as we look)."""
+    from genlab.errors import CheckpointError
     from genlab.train.checkpoint import read_checkpoint_metadata
 
     ck = out / "checkpoint.safetensors"
-    return read_checkpoint_metadata(ck)["step"] if ck.is_file() else None
+    try:
+        return read_checkpoint_metadata(ck)["step"] if ck.is_file() else None
+    except (CheckpointError, RuntimeError, OSError):
+        return None
+
+
+def _intact(out: Path) -> bool | None:
+    """Whether the checkpoint a kill left passes its checksum (``None``: there is none)."""
+    from genlab.errors import CheckpointError
+    from genlab.train.checkpoint import load_state_dict
+
+    ck = out / "checkpoint.safetensors"
+    if not ck.is_file():
+        return None
+    try:
+        load_state_dict(ck)
+        return True
+    except CheckpointError:
+        return False
 
 
 def _same_weights(a: Path, b: Path) -> bool:
@@ -78,7 +98,7 @@ def _kill(out: Path, kind: str, rng: random.Random) -> dict:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return {"kind": kind, "reached": reached and not finished, "during_write": writing and not finished,
-            "finished_before_kill": finished, "checkpoint_step": _step_of(out)}
+            "finished_before_kill": finished, "checkpoint_step": _step_of(out), "checkpoint_intact": _intact(out)}
 
 
 def main() -> dict:
@@ -107,6 +127,7 @@ def main() -> dict:
     figures = {
         "kills": len(real_kills), "kills_by_kind": by_kind,
         "kills_during_checkpoint_write": sum(k["during_write"] for k in real_kills),
+        "checkpoints_damaged_by_a_kill": sum(k["checkpoint_intact"] is False for k in real_kills),
         "kills_before_first_checkpoint": sum(k["checkpoint_step"] is None for k in real_kills),
         "runs": len(runs), "runs_bit_identical": sum(r["identical"] for r in runs),
         "runs_metrics_each_step_once": sum(r["steps_once"] for r in runs),
@@ -117,6 +138,8 @@ def main() -> dict:
         f"{figures['kills_during_checkpoint_write']} during a checkpoint write)": len(real_kills) >= 50,
         f"at least 10 kills inside a checkpoint write (got {figures['kills_during_checkpoint_write']})":
             figures["kills_during_checkpoint_write"] >= 10,
+        f"no kill leaves a damaged checkpoint (got {figures['checkpoints_damaged_by_a_kill']})":
+            figures["checkpoints_damaged_by_a_kill"] == 0,
         f"every run bit-identical to the uninterrupted one ({figures['runs_bit_identical']}/{len(runs)})":
             figures["runs_bit_identical"] == len(runs),
         f"every run's metrics hold each step once ({figures['runs_metrics_each_step_once']}/{len(runs)})":

@@ -64,7 +64,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # RuntimeError: a short file
         raise CheckpointError(f"{path} is corrupt ({err}); delete it to start the run afresh") from None
     if "sha256" in metadata and content_digest(tensors, metadata) != metadata["sha256"]:
         raise CheckpointError(f"{path} is corrupt: its contents differ from the checksum written with them (the file "
@@ -129,7 +129,7 @@ def read_checkpoint_metadata(path: Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # RuntimeError: a short file
         raise CheckpointError(f"{path} is corrupt ({err}); delete it to start the run afresh") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a genlab checkpoint (format {meta.get('format')!r}, want {FORMAT})")
