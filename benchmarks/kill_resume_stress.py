@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import record
+from benchmarks.common import RESULTS, record
 
 RUNS, KILLS_PER_RUN, SEED = 10, 6, 0
 ARGS = ["--dataset", "mnist1d", "--model", "mlp", "--width", "512", "--depth", "3", "--optimizer", "adam",
@@ -131,8 +131,10 @@ def main() -> dict:
         "kills_before_first_checkpoint": sum(k["checkpoint_step"] is None for k in real_kills),
         "runs": len(runs), "runs_bit_identical": sum(r["identical"] for r in runs),
         "runs_metrics_each_step_once": sum(r["steps_once"] for r in runs),
-        "reference_wall_s": round(reference_s, 1), "per_kill": kills, "per_run": runs,
+        "reference_wall_s": round(reference_s, 1), "per_run": runs,
     }
+    # each kill's kind, timing and outcome: beside the results (too long for BENCHMARKS.md)
+    (RESULTS / "kill_resume_stress.kills.json").write_text(json.dumps(kills, indent=1) + "\n")
     targets = {
         f"at least 50 SIGKILLs at random points (got {len(real_kills)}, "
         f"{figures['kills_during_checkpoint_write']} during a checkpoint write)": len(real_kills) >= 50,

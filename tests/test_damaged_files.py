@@ -144,3 +144,23 @@ def test_a_run_that_lost_its_config_is_not_overwritten_silently(complete_run, ca
     assert code == 2 and "but no config.json" in err and "--overwrite" in err
     assert (complete_run / "model.safetensors").read_bytes() == weights          # nothing touched
     assert main(["train", "--out", str(complete_run), *TINY, "--steps", "6", "--lr", "0.5", "--overwrite"]) == 0
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+
+    import genlab.train.checkpoint as ck
+
+    path = tmp_path / "c.safetensors"
+    save_state_dict(path, {"a": torch.ones(4)})
+
+    def no_space(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(ck, "save_file", no_space)
+    with pytest.raises(CheckpointError, match="cannot write .* No space left on device.*previous version"):
+        save_state_dict(path, {"a": torch.zeros(4)})
+    assert torch.equal(load_state_dict(path)["a"], torch.ones(4))
+    assert not (tmp_path / "c.safetensors.tmp").exists()
