@@ -75,6 +75,8 @@ MISMATCHES = [
     ("grid.intrinsic_dim", [25, 100], "grid intrinsic_dim"),
     ("message_sha256", "0" * 64, "SHA-256"),
     ("theta0_sha256", "0" * 64, "theta0"),
+    ("vacuous", lambda v: not v, "vacuous"),
+    ("constant_predictor_error", 0.5, "constant_predictor_error"),
 ]
 
 
@@ -136,3 +138,28 @@ def test_a_message_outside_the_directory_is_never_read(cert_dir, tmp_path):
     (target / "message.bin").symlink_to(cert_dir / "message.bin")
     with pytest.raises(VerificationError, match="beside certificate.json"):
         verify(target)
+
+
+def test_a_vacuous_bound_says_so_everywhere(tmp_path, capsys):
+    """A predictor barely trained: its bound is not below the error of always predicting the most frequent class,
+    and the certificate, `genlab bound`, `genlab verify` and the report say it is vacuous."""
+    from genlab.report import build_report
+
+    out = tmp_path / "poor"
+    assert main(["bound", "--out", str(out), "--dataset", "digits", "--model", "mlp", "--width", "8",
+                 "--intrinsic-dim", "25", "--epochs", "1", "--lr", "0.0001", "--quant-levels", "2",
+                 "--qat-epochs", "1", "--qat-lr", "0.0001", "--quiet"]) == 0
+    line = capsys.readouterr().out
+    cert = json.loads((out / "certificate.json").read_text())
+    assert cert["vacuous"] is True and cert["bound"] >= cert["constant_predictor_error"] > 0.85
+    assert "VACUOUS: not below the" in line
+    assert main(["verify", str(out)]) == 0 and "VACUOUS" in capsys.readouterr().out
+    assert "This bound is vacuous" in build_report(out).read_text()
+
+
+def test_a_rerun_keeps_each_stage_time(cert_dir, tmp_path):
+    first = json.loads((cert_dir / "certificate.json").read_text())["time_s"]
+    again = compression_bound(BoundConfig(dataset="digits", model="mlp", width=16, intrinsic_dim=50, epochs=3,
+                                          quant_levels=5, qat_epochs=1, lr=0.05), cert_dir, quiet=True)["time_s"]
+    assert again["subspace_training"] == first["subspace_training"] > 0    # reused: its own time, not ~0
+    assert again["quantization"] == first["quantization"] > 0

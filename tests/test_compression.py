@@ -340,7 +340,7 @@ def test_reproduction_writes_table_figure_and_verdict(tmp_path):
     (["--levels", "1"], "levels"),
     (["--intrinsic-dim", "37"], "grid intrinsic_dim: the value used (37)"),
     (["--bound", "tightest"], "reported bound 'tightest' unknown"),
-    (["--grid", "intrinsic_dim"], "--grid: expected KEY=VALUE"),
+    (["--grid", "intrinsic_dim"], "expected KEY=[v1,v2,...], a JSON list of the values searched over"),
 ])
 def test_bound_cli_bad_input_is_one_line(tmp_path, capsys, args, needle):
     from genlab.cli import main

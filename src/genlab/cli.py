@@ -142,9 +142,18 @@ def _bound(out: str, config: Optional[Path], grid: Optional[list[str]], from_run
     from genlab.bounds.compression.certificate import DEFAULT_GRID
     from genlab.bounds.compression.pipeline import compression_bound
     from genlab.config import flatten_settings, merge_settings, parse_key_values, read_config_file
+    from genlab.errors import ConfigError
     from genlab.settings.bound import bound_config
 
+    syntax = ("expected KEY=[v1,v2,...], a JSON list of the values searched over, e.g. --grid "
+              "intrinsic_dim=[250,500,1000] --grid lr=[0.01,0.05]")
+    missing = next((g for g in grid or [] if "=" not in g), None)
+    if missing is not None:
+        raise ConfigError(f"--grid {missing}: {syntax}")
     grid_values = parse_key_values(grid, "--grid")
+    bad = next((k for k, v in grid_values.items() if not (isinstance(v, list) and v)), None)
+    if bad is not None:
+        raise ConfigError(f"--grid {bad}={grid_values[bad]!r}: {syntax}")
     file_values = read_config_file(config) if config else None
     if file_values and isinstance(file_values.get("train"), dict):  # {"train": {...}, stage settings}
         file_values = {**flatten_settings(file_values.pop("train")), **file_values}
@@ -153,7 +162,7 @@ def _bound(out: str, config: Optional[Path], grid: Optional[list[str]], from_run
     if grid_values:
         cfg.grid = {**(cfg.grid or DEFAULT_GRID), **grid_values}
     c = compression_bound(cfg, out, from_run=from_run, quiet=quiet)
-    print(f"{out}: {c['reported_bound']} bound {100 * c['bound']:.2f}% on {c['n']:,} points (train error "
+    print(f"{out}: {c['reported_bound']} bound {100 * c['bound']:.2f}%{_vacuous(c)} on {c['n']:,} points (train error "
           f"{100 * c['train_error']:.2f}%, test error {100 * c['test_error']:.2f}%, message {c['message_bits']:,} "
           f"bits + {c['hyperparameter_bits']:.1f} hyper-parameter bits, {c['time_s']['total']:.0f} s); "
           f"wrote {Path(out) / 'certificate.json'}")
@@ -196,7 +205,16 @@ def verify_cmd(
 
     f = verify(certificate, data_dir=data_dir)
     print(f"{certificate}: verified -- {f['train_errors']} errors on {f['n']:,} points "
-          f"({100 * f['train_error']:.2f}%), {f['message_bits']:,} message bits, bound {100 * f['bound']:.2f}%")
+          f"({100 * f['train_error']:.2f}%), {f['message_bits']:,} message bits, bound {100 * f['bound']:.2f}%"
+          f"{_vacuous(f)}")
+
+
+def _vacuous(c: dict) -> str:
+    """The label of a bound no better than always predicting the most frequent class."""
+    if not c.get("vacuous"):
+        return ""
+    return (f" -- VACUOUS: not below the {100 * c['constant_predictor_error']:.2f}% error of always predicting the "
+            f"most frequent class")
 
 
 @app.command("reproduce")

@@ -326,11 +326,16 @@ def certificate_section(path: Path, title: str | None = None) -> Section:
     c = _read_json(path / "certificate.json")
     name = title or f"certificate {path.name}"
     s = Section(title=name, anchor=_anchor(name))
+    vacuous = ""
+    if c.get("vacuous"):
+        vacuous = (f" <b>This bound is vacuous</b>: it is not below the "
+                   f"{100 * c['constant_predictor_error']:.2f}% error of always predicting the most frequent class.")
     s.add(f"<p>A <b>{esc(c.get('reported_bound'))}</b> bound of <b>{100 * c.get('bound', float('nan')):.2f}%</b> "
           f"on the error of the coded predictor, with probability {1 - c.get('delta', 0):.3g}; check it with "
-          f"<code>genlab verify {esc(path)}</code>.</p>",
+          f"<code>genlab verify {esc(path)}</code>.{vacuous}</p>",
           kv_html({k: c.get(k) for k in ("n", "train_errors", "train_error", "test_error", "message_bits",
-                                         "hyperparameter_bits", "total_bits", "delta") if k in c}),
+                                         "hyperparameter_bits", "total_bits", "delta", "constant_predictor_error",
+                                         "vacuous") if k in c}),
           "<h3>Bounds</h3>", table_html([{"bound": k, "value": v} for k, v in c.get("bounds", {}).items()]),
           "<h3>Time (s), as recorded (genlab verify cannot re-check times)</h3>", kv_html(c.get("time_s", {})),
           "<h3>Pipeline settings, as recorded (not re-checked: the choices the predictor shows and those the "

@@ -163,9 +163,14 @@ def evaluate_certificate(cert: dict[str, Any], message: bytes, data, prior_state
     bits = message_bits(message)
     total_bits = bits + cert["hyperparameter_bits"]
     bounds = all_bounds(train_errors / n, total_bits, n, cert["delta"])
+    bound = bounds[cert["reported_bound"]]
+    # the best constant predictor (always the most frequent class of the bound's points): a bound at or above
+    # its error says nothing about the network
+    constant = 1.0 - float(torch.bincount(y).max()) / n
     return {"n": n, "train_errors": train_errors, "train_error": train_errors / n,
             "test_errors": test_errors, "test_error": test_errors / len(data.x_test),
-            "message_bits": bits, "total_bits": total_bits, "bounds": bounds, "bound": bounds[cert["reported_bound"]]}
+            "message_bits": bits, "total_bits": total_bits, "bounds": bounds, "bound": bound,
+            "constant_predictor_error": constant, "vacuous": bound >= constant}
 
 
 # --------------------------------------------------------------------------- certify

@@ -8,7 +8,6 @@ so an interrupted ``genlab bound`` picks up where it stopped; ``--from-run`` sta
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,25 +39,34 @@ def compression_bound(settings: BoundConfig, out: str | Path, *, from_run: str |
                "prior_epochs": settings.prior_epochs, "prior_lr": settings.prior_lr, "quant_init": settings.quant_init}
     check_choices_in_grid(settings.flat(), grid)   # before any training: a choice outside the grid
     out = Path(out)
+    # each stage's own training time, from its summary: a rerun that reuses a finished stage keeps it
     times: dict[str, float] = {}
     prior_dir = None
     if settings.prior_split is not None:
-        t = time.perf_counter()
         prior_dir = out / "prior"
-        train(settings.prior_stage(), prior_dir, quiet=quiet)
-        times["prior_training"] = time.perf_counter() - t
+        times["prior_training"] = _wall_time(train(settings.prior_stage(), prior_dir, quiet=quiet).summary)
     prior = str(prior_dir) if prior_dir else None
-    t = time.perf_counter()
     if from_run is None:
         sub_dir = out / "subspace"
-        train(settings.subspace_stage(prior), sub_dir, quiet=quiet)
+        times["subspace_training"] = _wall_time(train(settings.subspace_stage(prior), sub_dir, quiet=quiet).summary)
     else:
         sub_dir = Path(from_run)
-    times["subspace_training"] = time.perf_counter() - t
-    t = time.perf_counter()
+        times["subspace_training"] = _wall_time(_summary_of(sub_dir))
     q_dir = out / "quantized"
-    train(settings.quantization_stage(str(sub_dir), prior), q_dir, quiet=quiet)
-    times["quantization"] = time.perf_counter() - t
+    quantized = train(settings.quantization_stage(str(sub_dir), prior), q_dir, quiet=quiet)
+    times["quantization"] = _wall_time(quantized.summary)
     return certify(q_dir, out, delta=settings.delta, grid=grid, choices=choices, symbol_model=settings.symbol_model,
                    reported_bound=settings.reported_bound, data_dir=settings.train.data.data_dir, stage_times=times,
                    settings=settings.model_dump())
+
+
+def _wall_time(summary: dict[str, Any]) -> float:
+    value = summary.get("wall_time_s")
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def _summary_of(run_dir: Path) -> dict[str, Any]:
+    from genlab.train.run_dir import RunDir
+
+    rd = RunDir(run_dir)
+    return rd.read_json(rd.summary) if rd.summary.is_file() else {}

@@ -126,6 +126,8 @@ class Certificate(_Strict):
     total_bits: float = Field(ge=0)
     bounds: dict[str, float]
     bound: float
+    constant_predictor_error: float | None = Field(None, ge=0, le=1)  # absent in certificates before 2026-12-02
+    vacuous: bool | None = None
     time_s: dict[str, float]
     settings: dict[str, Any] | None = None
 

@@ -171,6 +171,9 @@ def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 
     for key in ("train_error", "test_error", "total_bits", "bound"):
         if abs(figures[key] - getattr(cert, key)) > tolerance:
             problems.append(f"{key}: recomputed {figures[key]:.6g}, certified {getattr(cert, key)}")
+    for key in ("constant_predictor_error", "vacuous"):  # recorded since 2026-12-02: checked when present
+        if getattr(cert, key) is not None and figures[key] != getattr(cert, key):
+            problems.append(f"{key}: recomputed {figures[key]}, certified {getattr(cert, key)}")
     for name, value in figures["bounds"].items():
         if abs(value - cert.bounds[name]) > tolerance:
             problems.append(f"bounds.{name}: recomputed {value:.6f}, certified {cert.bounds[name]}")
