@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from genlab import __version__
-from genlab.errors import GenlabError
+from genlab.errors import ConfigError, GenlabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="genlab: how well will a neural network generalize, and why.")
@@ -46,8 +46,6 @@ def _out_path(value: str | None) -> Path | None:
     if value is None:
         return None
     if value.strip() == "":
-        from genlab.errors import ConfigError
-
         raise ConfigError("--out is empty; give a directory (or leave --out out for the default)")
     return Path(value)
 
@@ -142,7 +140,6 @@ def _bound(out: str, config: Optional[Path], grid: Optional[list[str]], from_run
     from genlab.bounds.compression.certificate import DEFAULT_GRID
     from genlab.bounds.compression.pipeline import compression_bound
     from genlab.config import flatten_settings, merge_settings, parse_key_values, read_config_file
-    from genlab.errors import ConfigError
     from genlab.settings.bound import bound_config
 
     syntax = ("expected KEY=[v1,v2,...], a JSON list of the values searched over, e.g. --grid "
@@ -312,7 +309,6 @@ def models_cmd(
 ) -> None:
     """List the named models with their defaults and parameter counts."""
     from genlab.data import DATASETS
-    from genlab.errors import ConfigError
     from genlab.models import list_models
 
     if dataset not in DATASETS:

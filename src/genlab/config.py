@@ -79,12 +79,10 @@ def nest_settings(values: dict[str, Any]) -> dict[str, Any]:
     name = flat.pop("optimizer", None) or "sgd"
     out: dict[str, Any] = {"data": {}, "model": {}, "run": {}, "plugins": {p: {} for p in _PLUGINS},
                            "optimizer": {"name": name}}
-    mine = OPTIMIZER_SETTINGS.get(name)
-    if mine is None:
-        try:
-            mine = optimizer_settings_class(name)
-        except ValueError:  # the optimizer field reports the unknown name
-            mine = None
+    try:
+        mine = optimizer_settings_class(name)
+    except ValueError:  # the optimizer field reports the unknown name
+        mine = None
     for key, value in flat.items():
         if key in _FIELDS:
             path, field = _FIELDS[key]
@@ -96,12 +94,11 @@ def nest_settings(values: dict[str, Any]) -> dict[str, Any]:
             if value is None and mine.model_fields[key].get_default() is not None:
                 continue  # stored None: "the optimizer's default" (config_version 2)
             out["optimizer"][key] = value
-        elif mine is not None and owners_of(key):
-            owners = owners_of(key)
+        elif mine is not None and (owners := owners_of(key)):
             if value is None or any(value == OPTIMIZER_SETTINGS[o].model_fields[key].get_default() for o in owners):
                 continue  # another optimizer's default: nothing to ignore
-            raise ValueError(f"{key}: a setting of optimizer {' / '.join(dict.fromkeys(owners))}, which this run "
-                             f"does not use (optimizer {name}); remove it")
+            raise ValueError(f"{key}: a setting of optimizer {' / '.join(owners)}, which this run does not use "
+                             f"(optimizer {name}); remove it")
         else:
             out[key] = value  # config_version, or unknown (refused by extra="forbid")
     return out
@@ -193,22 +190,18 @@ class TrainConfig(BaseModel):
         out: list[tuple[str, Any, tuple[str, ...]]] = []
         seen: set[str] = set()
 
-        def add(section: type[BaseModel], owners: tuple[str, ...] = ()) -> None:
+        def add(section: type[BaseModel], of_optimizers: bool = False) -> None:
             for name, field in section.model_fields.items():
                 flat = flat_name(name, field)
                 if flat not in seen:
                     seen.add(flat)
-                    out.append((flat, field, owners))
+                    out.append((flat, field, tuple(owners_of(flat)) if of_optimizers else ()))
 
         add(DataSettings)
         add(ModelSettings)
         add(OptimizerSettings)
-        for cls_ in dict.fromkeys(OPTIMIZER_SETTINGS.values()):
-            for name, field in cls_.model_fields.items():
-                flat = flat_name(name, field)
-                if flat not in seen:
-                    seen.add(flat)
-                    out.append((flat, field, tuple(owners_of(flat))))
+        for optimizer_settings in dict.fromkeys(OPTIMIZER_SETTINGS.values()):
+            add(optimizer_settings, of_optimizers=True)
         add(RunSettings)
         for section in _PLUGINS.values():
             add(section)

@@ -80,7 +80,8 @@ class BoundConfig(BoundStages):
                 own[key] = value
             else:
                 base[key] = value
-        owned = [k for k in STAGE_OWNED if base.get(k) not in (None, TrainConfig().flat()[k])]
+        defaults = TrainConfig().flat()
+        owned = [k for k in STAGE_OWNED if base.get(k) not in (None, defaults[k])]
         if owned:
             raise ValueError(f"{owned[0]}: set by genlab bound's stages (use quant_levels, quant_init, "
                              f"quant_stages, prior_split); remove it from the training settings")

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from genlab.settings.sections import Section
+from genlab.settings.sections import Section, flat_name
 
 
 class OptimizerSettings(Section):
@@ -102,7 +102,5 @@ def optimizer_settings_class(name: str) -> type[OptimizerSettings]:
 
 def owners_of(flat: str) -> list[str]:
     """The optimizers that have a setting of this flat name."""
-    from genlab.settings.sections import flat_name
-
     return [n for n, cls in OPTIMIZER_SETTINGS.items()
             if any(flat_name(k, f) == flat for k, f in cls.model_fields.items())]

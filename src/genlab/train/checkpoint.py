@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from genlab.errors import CheckpointError
 
@@ -53,23 +53,27 @@ def save_state_dict(path: Path, state: dict[str, torch.Tensor], metadata: dict[s
         raise CheckpointError(f"cannot write {path} ({err}); the previous version, if any, is kept") from None
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, turning a missing or corrupt file into :class:`CheckpointError`; a file whose
-    contents differ from its recorded checksum is corrupt (files written before checksums carry none)."""
-    from safetensors import safe_open
-
+def read_tensor_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a safetensors file, read in one open; a missing or unreadable file, or one
+    whose contents differ from its recorded checksum (files written before checksums carry none), is a
+    :class:`CheckpointError`."""
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
     try:
-        tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # RuntimeError: a short file
         raise CheckpointError(f"{path} is corrupt ({err}); delete it to start the run afresh") from None
     if "sha256" in metadata and content_digest(tensors, metadata) != metadata["sha256"]:
         raise CheckpointError(f"{path} is corrupt: its contents differ from the checksum written with them (the file "
                               f"was damaged after it was saved); delete it to start afresh from the files before it")
-    return tensors
+    return tensors, metadata
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (see :func:`read_tensor_file`)."""
+    return read_tensor_file(path)[0]
 
 
 def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -124,13 +128,16 @@ def save_checkpoint(path: Path, step: int, model: torch.nn.Module, optimizer: to
 
 def read_checkpoint_metadata(path: Path) -> dict[str, Any]:
     """The checkpoint's step and extra fields, without loading the tensors."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # RuntimeError: a short file
         raise CheckpointError(f"{path} is corrupt ({err}); delete it to start the run afresh") from None
+    return _checkpoint_fields(path, meta)
+
+
+def _checkpoint_fields(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+    """``{"step", "extra"}`` of a checkpoint's metadata, each checked."""
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a genlab checkpoint (format {meta.get('format')!r}, want {FORMAT})")
     step = meta.get("step", "")
@@ -147,16 +154,12 @@ def read_checkpoint_metadata(path: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model, optimizer and RNG state in place; returns ``{"step", "extra"}``."""
-    meta = read_checkpoint_metadata(path)
-    tensors = load_state_dict(path)
+    tensors, metadata = read_tensor_file(path)  # one read: the metadata checked is the one the tensors came with
+    meta = _checkpoint_fields(path, metadata)
     try:
         model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(model_state)
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            opt_rest = json.loads(f.metadata()["optimizer"])
-        optimizer.load_state_dict(_join_optimizer_state(tensors, opt_rest))
+        optimizer.load_state_dict(_join_optimizer_state(tensors, json.loads(metadata["optimizer"])))
         torch.set_rng_state(tensors["rng.torch"])
         cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
         if cuda_states and torch.cuda.is_available():

@@ -168,8 +168,11 @@ def import_recorded_modules(path: str | Path) -> None:
 
 def read_run_config(path: str | Path) -> TrainConfig:
     """The :class:`TrainConfig` stored in a run directory's ``config.json``."""
+    return _config_from_record(path, read_run_record(path))
+
+
+def _config_from_record(path: str | Path, values: dict[str, Any]) -> TrainConfig:
     rd = RunDir(path)
-    values = read_run_record(path)
     if values.get("format") == "genlab-fit-1":
         raise CheckpointError(f"{rd.path} was written by fit(), not genlab train; load it with genlab.load_run")
     import_recorded_modules(path)
@@ -191,9 +194,10 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
         device: where to put the model and data (default: the config's device).
     """
     rd = RunDir(path)
-    if is_fit_run(rd.path):
-        return load_fit_run(rd.path, device=device)
-    config = read_run_config(rd.path)
+    record = read_run_record(rd.path)  # read once: which kind of run, and its settings
+    if record.get("format") == "genlab-fit-1":
+        return load_fit_run(rd.path, device=device, record=record)
+    config = _config_from_record(rd.path, record)
     dev = resolve_device(device or config.run.device)
     data = load_data(config)
     check_same_data(rd, data_fingerprint(data))
@@ -217,15 +221,16 @@ def _load_weights(rd: RunDir, model: torch.nn.Module) -> None:
         raise CheckpointError(f"weights in {rd.path} do not fit the model its config describes ({err})") from None
 
 
-def load_fit_run(path: str | Path, device: str | None = None) -> Run:
+def load_fit_run(path: str | Path, device: str | None = None, record: dict[str, Any] | None = None) -> Run:
     """Rebuild a run written by :func:`genlab.train.fit` from the factories it recorded.
 
     The model comes from ``factories["model"]`` (then the saved weights), the data from
     ``factories["data"]`` (``(train, test)``, each tensors or a loader), the loss from the recorded spec or
-    ``factories["loss"]``. A factory whose module cannot be imported is named in one line.
+    ``factories["loss"]``. A factory whose module cannot be imported is named in one line. ``record``: the
+    run's config.json when the caller has read it already.
     """
     rd = RunDir(path)
-    record = read_run_record(path)
+    record = read_run_record(path) if record is None else record
     import_recorded_modules(path)
     factories = record.get("factories") or {}
     missing = [role for role in ("model", "data") if role not in factories]

@@ -113,10 +113,13 @@ class RunDir:
             raise CheckpointError(f"{path} is damaged (not a JSON object); restore it, or --overwrite the run")
         return value
 
+    def own_files(self) -> tuple[Path, ...]:
+        """Every file of a run genlab writes here (the only files ``--overwrite`` removes)."""
+        return (self.config, self.env, self.metrics, self.summary, self.checkpoint, self.model, self.damaged_metrics)
+
     def genlab_files(self) -> list[Path]:
         """The files of a run genlab writes here that exist now."""
-        return [p for p in (self.config, self.env, self.metrics, self.summary, self.checkpoint, self.model,
-                            self.damaged_metrics) if p.exists()]
+        return [p for p in self.own_files() if p.exists()]
 
 
 def environment_info(seed: int, device: str) -> dict[str, Any]:
@@ -214,13 +217,14 @@ def open_run_dir(out: str | Path, overwrite: bool) -> Iterator[RunDir]:
     if rd.path.exists() and not rd.path.is_dir():
         raise ConfigError(f"--out {rd.path} exists and is not a directory; give a directory for the run")
     with RunLock(rd):
+        found = rd.genlab_files()
         if overwrite:
-            for p in (rd.config, rd.env, rd.metrics, rd.summary, rd.checkpoint, rd.model, rd.damaged_metrics):
+            for p in rd.own_files():
                 p.unlink(missing_ok=True)
                 p.with_name(p.name + ".tmp").unlink(missing_ok=True)  # a write a kill interrupted
-        elif not rd.config.is_file() and rd.genlab_files():
-            found = ", ".join(p.name for p in rd.genlab_files())
-            raise CheckpointError(f"{rd.path} holds a run's files ({found}) but no config.json, so they cannot be "
+        elif found and not rd.config.is_file():
+            names = ", ".join(p.name for p in found)
+            raise CheckpointError(f"{rd.path} holds a run's files ({names}) but no config.json, so they cannot be "
                                   f"checked against these settings; restore config.json, or --overwrite to discard "
                                   f"them")
         yield rd

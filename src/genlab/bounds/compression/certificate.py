@@ -25,7 +25,6 @@ What the bound charges (Occam, point mass, prior ``P(h) = 2^-(message bits) / |g
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import platform
 import time
@@ -101,9 +100,10 @@ def build_base(cert: dict[str, Any], prior_state: dict[str, torch.Tensor] | None
     return base
 
 
-def rebuild_predictor(cert: dict[str, Any], message: bytes,
-                      prior_state: dict[str, torch.Tensor] | None = None) -> SubspaceModel:
-    """The certified predictor, from the certificate and message alone (eval mode, CPU, float32).
+def rebuild_predictor(cert: dict[str, Any], message: bytes, prior_state: dict[str, torch.Tensor] | None = None,
+                      decoded: tuple[torch.Tensor, torch.Tensor] | None = None) -> SubspaceModel:
+    """The certified predictor, from the certificate and message alone (eval mode, CPU, float32); ``decoded``
+    is the message's ``(symbols, codebook)`` when the caller has decoded it already.
 
     Raises:
         MessageError: the message does not decode.
@@ -117,7 +117,7 @@ def rebuild_predictor(cert: dict[str, Any], message: bytes,
         raise VerificationError(
             f"theta0 rebuilt here differs from the one certified (SHA-256 mismatch); the certificate was made with "
             f"torch {cert['environment']['torch']}, this is torch {torch.__version__}")
-    symbols, codebook = decode_message(message, p["d"], q["levels"], q["symbol_model"])
+    symbols, codebook = decoded or decode_message(message, p["d"], q["levels"], q["symbol_model"])
     with torch.no_grad():
         model.w.copy_(codebook[symbols])
     return model.eval()

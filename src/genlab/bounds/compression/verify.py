@@ -31,6 +31,11 @@ from genlab.errors import ConfigError
 def read_certificate(path: str | Path) -> tuple[dict[str, Any], Path]:
     """A certificate (checked for form, see :func:`parse_certificate`) and its directory; the path may name the
     directory or the JSON file. Raises :class:`CertificateError` (exit 2) for anything that is not one."""
+    cert, folder = _parse_file(path)
+    return cert.model_dump(), folder
+
+
+def _parse_file(path: str | Path) -> tuple[Certificate, Path]:
     path = Path(path)
     file = path / "certificate.json" if path.is_dir() else path
     if not file.is_file():
@@ -39,7 +44,7 @@ def read_certificate(path: str | Path) -> tuple[dict[str, Any], Path]:
         values = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
         raise CertificateError(f"certificate {file} is not readable JSON ({err})") from None
-    return parse_certificate(values, str(file)).model_dump(), file.parent
+    return parse_certificate(values, str(file)), file.parent
 
 
 def _read_beside(folder: Path, name: str, what: str, limit: int = MAX_MESSAGE_BYTES) -> bytes:
@@ -130,8 +135,8 @@ def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 
             parameters, counts, errors, bounds) (exit 1).
         MessageError: the message is truncated or corrupt.
     """
-    values, folder = read_certificate(path)
-    cert = Certificate.model_validate(values)
+    cert, folder = _parse_file(path)
+    values = cert.model_dump()
     check_sizes(cert)
     message = _read_beside(folder, cert.message_file, "message")
     problems = _bits_problems(cert, message, tolerance) + _choice_problems(cert)
@@ -157,12 +162,12 @@ def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 
         problems.append(f"prior.split {cert.prior.split} leaves no points to bound")
     if problems:
         raise VerificationError("certificate does not verify: " + "; ".join(problems))
-    model = rebuild_predictor(values, message, prior_state)
+    decoded = decode_message(message, cert.projection.d, cert.quantization.levels, cert.quantization.symbol_model)
+    model = rebuild_predictor(values, message, prior_state, decoded=decoded)
     if model.covered != cert.projection.covered_parameters:
         problems.append(f"projection.covered_parameters: {model.covered} here, {cert.projection.covered_parameters} "
                         f"certified")
-    _, codebook = decode_message(message, cert.projection.d, cert.quantization.levels, cert.quantization.symbol_model)
-    if [float(v) for v in codebook] != cert.quantization.codebook:
+    if [float(v) for v in decoded[1]] != cert.quantization.codebook:
         problems.append("quantization.codebook differs from the codebook the message holds")
     figures = evaluate_certificate(values, message, data, prior_state, model=model)
     for key in ("n", "train_errors", "test_errors", "message_bits"):
