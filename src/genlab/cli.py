@@ -30,6 +30,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit.")] = False,
+          no_download: Annotated[bool, typer.Option(
+              "--no-download", help="Never download a dataset's files (as GENLAB_NO_DOWNLOAD=1 does): a missing "
+                                    "file is an error naming it; accepted by every command, anywhere on the line."
+          )] = False,
           import_: Annotated[Optional[list[str]], typer.Option(
               "--import", help="Import MODULE (a dotted name or a .py file) first, so the models, datasets, losses "
                                "and plugins it registers exist; accepted by every command, anywhere on the "
@@ -303,6 +307,34 @@ def datasets_cmd() -> None:
               f"{r['output_dim']:>4}  {r['available']}")
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Dataset files: fetch them ahead of first use.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("download")
+def data_download_cmd(
+    names: Annotated[list[str], typer.Argument(help="mnist, fashion-mnist, cifar10, or all.")],
+    data_dir: Annotated[Optional[str], Opt(help="Download into this directory (default $GENLAB_DATA, else the "
+                                                "user cache directory).")] = None,
+    mirror: Annotated[Optional[list[str]], Opt(help="Base URL to fetch from instead of the built-in mirrors "
+                                                    "(repeatable; as $GENLAB_DATA_MIRROR).")] = None,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Fetch datasets' files from their official sources (mirrors as fallbacks), each checked against its
+    published checksum before it is put in place; resumes an interrupted download; keeps files already there."""
+    from genlab.data.download import fetch_dataset
+    from genlab.data.sources import SOURCES
+
+    if "all" in names:
+        names = list(SOURCES)
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown:
+        raise ConfigError(f"data download: unknown dataset {unknown[0]!r}; allowed: {', '.join(SOURCES)}, all")
+    for name in names:
+        folder = fetch_dataset(name, data_dir, mirror=mirror, progress=False if quiet else None)
+        print(f"{name}: {folder}")
+
+
 @app.command("models")
 def models_cmd(
     dataset: Annotated[str, Opt(help="Count parameters for this dataset's input shape.")] = "mnist",
@@ -324,7 +356,8 @@ def models_cmd(
 
 
 def _take_imports(args: list[str]) -> list[str]:
-    """Import every ``--import MODULE`` (anywhere on the command line) and return the other arguments."""
+    """Import every ``--import MODULE`` (anywhere on the command line), apply ``--no-download`` (anywhere: it
+    sets ``GENLAB_NO_DOWNLOAD=1``, which sweep workers inherit) and return the other arguments."""
     from genlab.registry import import_user_modules
 
     rest, modules, i = [], [], 0
@@ -333,6 +366,10 @@ def _take_imports(args: list[str]) -> list[str]:
         if arg == "--":
             rest.extend(args[i:])
             break
+        if arg == "--no-download":
+            os.environ["GENLAB_NO_DOWNLOAD"] = "1"
+            i += 1
+            continue
         if arg == "--import":
             if i + 1 >= len(args):
                 raise GenlabError("--import: expected a module name or a .py file")

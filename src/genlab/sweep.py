@@ -272,7 +272,7 @@ def _run_ray(todo: list[tuple[SweepRun, Path]], address: str | None, jobs: int |
     except ImportError:
         raise ConfigError("--backend ray needs the ray package; install it with pip install 'genlab[ray]' "
                           "(allowed backends without it: local)") from None
-    env = {k: os.environ[k] for k in ("GENLAB_DATA",) if k in os.environ}
+    env = {k: os.environ[k] for k in ("GENLAB_DATA", "GENLAB_NO_DOWNLOAD", "GENLAB_DATA_MIRROR") if k in os.environ}
     init = dict(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env} if env else None)
     started_here = not ray.is_initialized()
     if started_here:

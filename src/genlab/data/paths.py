@@ -1,4 +1,5 @@
-"""Where dataset files are looked for: ``--data-dir``, ``$GENLAB_DATA``, ``../shared/data``, the user cache."""
+"""Where dataset files are looked for (``--data-dir``, ``$GENLAB_DATA``, ``../shared/data``, the user cache) and
+where a download puts them (``--data-dir``, ``$GENLAB_DATA``, else the user cache)."""
 
 from __future__ import annotations
 
@@ -7,46 +8,95 @@ from pathlib import Path
 
 from genlab.errors import DataError
 
+CACHE_HOW = "user cache dir (GENLAB_DATA unset)"
 
-def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, str]:
-    """The data directory and how it was chosen, e.g. ``(Path("/data"), "GENLAB_DATA")``.
 
-    Order: the explicit ``data_dir`` (``"data_dir argument (--data-dir)"``); ``$GENLAB_DATA``
-    (``"GENLAB_DATA"``); the first existing of ``<cwd>/../shared/data`` and ``<repository>/../shared/data``
-    (``"default ../shared/data"``); else the user cache directory, ``platformdirs.user_cache_dir("genlab")``
-    (``"user cache dir ..."``). The second element is for messages saying where genlab looked and why.
-    """
+def _chosen(data_dir: str | Path | None) -> tuple[Path, str] | None:
+    """The directory the user chose (``data_dir``, else ``$GENLAB_DATA``) with how, or None."""
     if data_dir is not None:
         return Path(data_dir).expanduser(), "data_dir argument (--data-dir)"
     env = os.environ.get("GENLAB_DATA")
     if env:
         return Path(env).expanduser(), "GENLAB_DATA"
-    repo = Path(__file__).resolve().parents[3]
-    for candidate in (Path.cwd() / ".." / "shared" / "data", repo / ".." / "shared" / "data"):
-        if candidate.is_dir():
-            return candidate.resolve(), "default ../shared/data"
+    return None
+
+
+def _user_cache() -> Path:
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("genlab")), "user cache dir (GENLAB_DATA unset, no ../shared/data)"
+    return Path(user_cache_dir("genlab"))
+
+
+def search_roots(data_dir: str | Path | None = None) -> list[tuple[Path, str]]:
+    """The data directories searched, in order, each with how it was chosen.
+
+    The explicit ``data_dir`` alone, else ``$GENLAB_DATA`` alone; else the existing ones of
+    ``<cwd>/../shared/data`` and ``<repository>/../shared/data`` (``"default ../shared/data"``), then the user
+    cache directory ``platformdirs.user_cache_dir("genlab")``, where downloads go.
+    """
+    chosen = _chosen(data_dir)
+    if chosen is not None:
+        return [chosen]
+    repo = Path(__file__).resolve().parents[3]
+    roots: list[tuple[Path, str]] = []
+    for candidate in (Path.cwd() / ".." / "shared" / "data", repo / ".." / "shared" / "data"):
+        if candidate.is_dir() and candidate.resolve() not in [r for r, _ in roots]:
+            roots.append((candidate.resolve(), "default ../shared/data"))
+    return roots + [(_user_cache(), CACHE_HOW)]
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, str]:
+    """The first data directory searched and how it was chosen, e.g. ``(Path("/data"), "GENLAB_DATA")``
+    (see :func:`search_roots` for the whole order)."""
+    return search_roots(data_dir)[0]
+
+
+def download_root(data_dir: str | Path | None = None) -> tuple[Path, str]:
+    """Where downloaded files go: ``data_dir``, else ``$GENLAB_DATA``, else the user cache directory
+    (never ``../shared/data``, which holds files genlab did not write)."""
+    return _chosen(data_dir) or (_user_cache(), CACHE_HOW)
+
+
+def _look(names: list[str], data_dir, subdirs: list[str]) -> dict[str, Path] | None:
+    for root, _ in search_roots(data_dir):
+        for sub in subdirs:
+            folder = root / sub
+            if all((folder / n).is_file() for n in names):
+                return {n: folder / n for n in names}
+    return None
 
 
 def find_file(dataset: str, names: list[str], data_dir: str | Path | None, subdirs: list[str]) -> dict[str, Path]:
-    """``{name: path}`` for every file in ``names``, all from the first of ``subdirs`` that holds them all.
+    """``{name: path}`` for every file in ``names``, all from one folder: the first of ``subdirs`` of the first
+    data directory (:func:`search_roots`) that holds them all. A dataset genlab can download
+    (:mod:`genlab.data.sources`) is fetched when missing, unless downloads are forbidden.
 
     Raises:
         DataError: naming the first missing file, the folder(s) searched, how the data directory was chosen,
-            and that ``GENLAB_DATA`` or ``--data-dir`` can point elsewhere.
+            that ``GENLAB_DATA`` or ``--data-dir`` can point elsewhere, and for a downloadable dataset how to
+            fetch it (or why fetching failed).
     """
-    root, how = resolve_data_dir(data_dir)
-    for sub in subdirs:
-        folder = root / sub
-        if all((folder / n).is_file() for n in names):
-            return {n: folder / n for n in names}
+    found = _look(names, data_dir, subdirs)
+    if found:
+        return found
+    from genlab.data.download import downloads_allowed, fetch_dataset
+    from genlab.data.sources import SOURCES
+
+    hint = ""
+    if dataset in SOURCES:
+        if downloads_allowed():
+            fetch_dataset(dataset, data_dir)  # raises a DataError naming each mirror's reason and the files
+            found = _look(names, data_dir, subdirs)
+            if found:
+                return found
+        hint = (f"; downloads are off (--no-download / GENLAB_NO_DOWNLOAD): allow them, or run "
+                f"'genlab data download {dataset}' where there is a network")
+    root, how = search_roots(data_dir)[0]
     # report the folder that came closest (most files present), the first one on a tie
     sub = max(subdirs, key=lambda s: (sum((root / s / n).is_file() for n in names), -subdirs.index(s)))
     folder = root / sub
     missing = next(n for n in names if not (folder / n).is_file())
-    tried = [str(root / s) for s in subdirs if s != sub]
+    tried = [str(r / s) for r, _ in search_roots(data_dir) for s in subdirs if r / s != folder]
     others = f" (also tried {', '.join(tried)})" if tried else ""
     raise DataError(f"{dataset}: file {missing} not found in {folder}{others}; data directory chosen by {how}; "
-                    f"set GENLAB_DATA or --data-dir to a directory holding {sub}/{missing}")
+                    f"set GENLAB_DATA or --data-dir to a directory holding {sub}/{missing}{hint}")

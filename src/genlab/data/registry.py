@@ -8,7 +8,7 @@ from typing import Any
 
 from genlab.data import cifar10, idx, mnist1d, synthetic
 from genlab.data.digits import load_digits_split
-from genlab.data.paths import resolve_data_dir
+from genlab.data.paths import download_root, search_roots
 from genlab.errors import ConfigError
 from genlab.registry import Registry
 
@@ -85,17 +85,30 @@ def locate(spec: DatasetSpec, data_dir=None) -> tuple[bool | None, str]:
         return None, {"digits": "bundled with scikit-learn"}.get(spec.name, spec.subdirs[0] if spec.subdirs
                                                                   and spec.subdirs[0].startswith("user") else
                                                                   "generated")
-    root, how = resolve_data_dir(data_dir)
-    for sub in spec.subdirs:
-        if all((root / sub / f).is_file() for f in spec.files):
-            return True, f"{root / sub} ({how})"
+    roots = search_roots(data_dir)
+    for root, how in roots:
+        for sub in spec.subdirs:
+            if all((root / sub / f).is_file() for f in spec.files):
+                return True, f"{root / sub} ({how})"
+    root, how = roots[0]
     return False, f"{root / spec.subdirs[0]} ({how})"
 
 
 def availability(spec: DatasetSpec, data_dir=None) -> str:
-    """One phrase for listings: ``generated``/``bundled ...``, or ``found in DIR (how)`` / ``missing from ...``."""
+    """One phrase for listings: ``generated``/``bundled ...``, or ``found in DIR (how)`` / ``missing from ...``
+    (with, for a dataset genlab can fetch, where a download would put it)."""
+    from genlab.data.sources import SOURCES
+
     found, where = locate(spec, data_dir)
-    return where if found is None else f"{'found in' if found else 'missing from'} {where}"
+    if found is None:
+        return where
+    if found:
+        return f"found in {where}"
+    from genlab.data.download import downloads_allowed
+
+    if spec.name in SOURCES and downloads_allowed():
+        return f"not here yet: fetched on first use into {download_root(data_dir)[0] / SOURCES[spec.name].folder}"
+    return f"missing from {where}"
 
 
 def register_dataset(name: str, factory: Callable[..., tuple], *, task: str = "classification",
