@@ -196,4 +196,10 @@ def test_a_run_interrupted_before_the_plugin_loop_resumes_to_the_same_weights(tm
     assert run.summary["status"] == "complete" and run.summary["steps"] == 24
     expected = load_file(str(fixtures / "run-before-plugins.expected.safetensors"))
     got = load_file(str(run_dir / "model.safetensors"))
-    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+    # the expected weights were computed on another CPU: its SIMD kernels round differently (measured: 1.6e-7
+    # at most on an AMD EPYC against the fixture's machine), so equal to float32 rounding, not bit for bit (a wrong
+    # migration: beta1 0, lost callback state, another batch order, changes weights far beyond that). Bit-identical
+    # resume on one machine is tested in test_train.py and by benchmarks/kill_resume_stress.py.
+    assert expected.keys() == got.keys()
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-5, atol=1e-6, msg=k)
