@@ -154,6 +154,7 @@ def test_codebook_init_finds_clusters():
     centres = torch.tensor([-2.0, 0.5, 3.0])
     w = torch.cat([c + 0.05 * torch.randn(300, generator=g) for c in centres])
     assert torch.allclose(init_codebook(w, 3, "kmeans").float(), centres, atol=0.02)
+    assert init_codebook(w, 3).dtype == w.dtype and init_codebook(w.double(), 3).dtype == torch.float64
     quant = init_codebook(w, 3, "quantiles")
     assert quant.shape == (3,) and bool((quant[1:] > quant[:-1]).all())
     assert torch.equal(nearest(torch.tensor([0.2, 2.9]), centres), torch.tensor([1, 2]))

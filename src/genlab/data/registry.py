@@ -32,6 +32,7 @@ class DatasetSpec:
     options: dict[str, Any] = field(default_factory=dict)
     read: Callable[..., tuple] = field(default=None, repr=False)
     subdirs: list[str] = field(default_factory=list)  # folders of the data directory searched for the files
+    factory: Callable[..., tuple] | None = field(default=None, repr=False)  # a user's (register_dataset)
 
     @property
     def num_classes(self) -> int | None:
@@ -131,6 +132,6 @@ def register_dataset(name: str, factory: Callable[..., tuple], *, task: str = "c
         return x_tr, y_tr, x_te, y_te, {"source": f"user factory {getattr(factory, '__qualname__', factory)}"}
 
     spec = DatasetSpec(name, description or name, task, n_train, n_test, tuple(input_shape), int(output_dim),
-                       options=dict(options or {}), read=read, subdirs=["user factory"])
+                       options=dict(options or {}), read=read, subdirs=["user factory"], factory=factory)
     dict.__setitem__(DATASETS, name, spec)
     return spec

@@ -253,7 +253,10 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
     (out / "message.bin").write_bytes(message)
     t_code = time.perf_counter() - t_code
 
+    import numpy
+
     import genlab
+    from genlab.bounds.compression.provenance import code_record
 
     ds, ms = config.data, config.model
     cert: dict[str, Any] = {
@@ -280,7 +283,9 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
         "reported_bound": reported_bound,
         "message_file": "message.bin",
         "message_sha256": sha256_bytes(message),
-        "environment": {"genlab": genlab.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "environment": {"genlab": genlab.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+                        "python": platform.python_version()},
+        "code": code_record(ms.name, ds.name),
         "training_run": str(run_dir),
     }
     t_eval = time.perf_counter()

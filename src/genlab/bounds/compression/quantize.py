@@ -26,11 +26,13 @@ KMEANS_ITERATIONS = 100
 
 
 def init_codebook(w: torch.Tensor, levels: int, method: str = "kmeans") -> torch.Tensor:
-    """``levels`` sorted codebook values for the coordinates ``w`` (``quantiles`` or ``kmeans``)."""
+    """``levels`` sorted codebook values for the coordinates ``w`` (``quantiles`` or ``kmeans``), in ``w``'s
+    floating dtype (computed in float64: a float32 net given a float64 codebook failed deep in its forward)."""
     if method not in CODEBOOK_INITS:
         raise ConfigError(f"codebook init: unknown method {method!r}; allowed: {', '.join(CODEBOOK_INITS)}")
     if levels < 1:
         raise ConfigError(f"quantization levels must be >= 1, got {levels}")
+    dtype = w.dtype if w.is_floating_point() else torch.float32
     w = w.detach().double().reshape(-1)
     probs = (torch.arange(levels, dtype=torch.float64) + 0.5) / levels
     centres = torch.quantile(w, probs)
@@ -43,7 +45,7 @@ def init_codebook(w: torch.Tensor, levels: int, method: str = "kmeans") -> torch
             if torch.equal(new, centres):
                 break
             centres = new
-    return centres.sort().values
+    return centres.sort().values.to(dtype)
 
 
 def nearest(w: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

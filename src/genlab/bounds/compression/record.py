@@ -4,6 +4,8 @@ A certificate is only as good as its weakest unchecked field, so every field is 
 
 - **recomputed** by :func:`~genlab.bounds.compression.certificate.verify` from the message, the data and the
   declared settings (errors, bits, bounds, hashes, the codebook, the covered parameters);
+- **checked against this process** (``code``): the ``--import`` modules the verifier passed must be the
+  certified ones (same source SHA-256) and register the model and dataset with the same factories;
 - **cross-checked** against the fields that define the predictor (each recorded choice the predictor shows:
   ``intrinsic_dim`` is ``projection.d``, ``quant_levels`` the codebook size, ...), and every choice the grid
   names must lie in it;
@@ -96,6 +98,20 @@ class PreprocessingRecord(_Strict):
     bits: int
 
 
+class ModuleRecord(_Strict):
+    module: str
+    sha256: str | None = Field(pattern=_SHA256)
+
+
+class CodeRecord(_Strict):
+    """The ``--import`` modules (with their sources' SHA-256) and the user factories behind the predictor and
+    its data (``None``: genlab's own); see :mod:`~genlab.bounds.compression.provenance`."""
+
+    imports: list[ModuleRecord]
+    model_factory: str | None
+    dataset_factory: str | None
+
+
 class Certificate(_Strict):
     """Every field of ``certificate.json``."""
 
@@ -130,6 +146,7 @@ class Certificate(_Strict):
     vacuous: bool | None = None
     time_s: dict[str, float]
     settings: dict[str, Any] | None = None
+    code: CodeRecord | None = None  # absent in certificates before 2026-12-02 (genlab's own models only)
 
 
 def parse_certificate(values: Any, source: str) -> Certificate:

@@ -22,6 +22,7 @@ from genlab.bounds.compression.certificate import (PREPROCESSING_BITS, Verificat
                                                    evaluate_certificate, grid_bits, load_certificate_data,
                                                    rebuild_predictor, sha256_bytes)
 from genlab.bounds.compression.coding import decode_message, message_bits
+from genlab.bounds.compression.provenance import code_problems
 from genlab.bounds.compression.record import (MAX_MESSAGE_BYTES, MAX_PARAMETERS, RECORDED_ONLY, Certificate,
                                               CertificateError, parse_certificate, predictor_choices)
 from genlab.bounds.compression.subspace import DENSE_MAX_ENTRIES
@@ -137,6 +138,10 @@ def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 
     """
     cert, folder = _parse_file(path)
     values = cert.model_dump()
+    if cert.code is not None:  # the user's own code: the modules passed with --import must be the certified ones
+        problems = code_problems(values["code"], cert.model.name, cert.data.name)
+        if problems:
+            raise VerificationError("certificate does not verify: " + "; ".join(problems))
     check_sizes(cert)
     message = _read_beside(folder, cert.message_file, "message")
     problems = _bits_problems(cert, message, tolerance) + _choice_problems(cert)

@@ -1,0 +1,82 @@
+"""The code behind a certified predictor: which modules registered its model and dataset, and their sources.
+
+A certificate for a user's own network (``--import mynet --model my-net --dataset my-data``) records, under
+``code``: every ``--import`` module with the SHA-256 of its source file, and the ``module:function`` of the
+model factory and of the dataset factory the registries held (``None`` for genlab's own). ``genlab verify``
+never imports what a certificate names (verifying a file must not run code the file chooses): the verifier
+passes the same ``--import``, and verification fails, in one line naming what differs, when a module is
+missing, its source differs, or a name is registered to another factory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from typing import Any
+
+from genlab.errors import ConfigError
+
+
+def module_sha256(name: str) -> str | None:
+    """SHA-256 of an imported module's source file (None when it has none, e.g. a namespace package)."""
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _factory_of(kind: str, name: str) -> str | None:
+    """``module:function`` of a user-registered model or dataset factory; None for genlab's own."""
+    from genlab.registry import factory_ref
+
+    if kind == "model":
+        from genlab.models import MODELS
+
+        spec = MODELS[name]
+        fn = spec.builder if getattr(spec, "any_options", False) else None
+    else:
+        from genlab.data import DATASETS
+
+        fn = getattr(DATASETS[name], "factory", None)
+    if fn is None:
+        return None
+    try:
+        return factory_ref(fn)
+    except ConfigError:  # a lambda or a local function: named as well as Python can
+        return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def code_record(model_name: str, dataset_name: str) -> dict[str, Any]:
+    """The ``code`` field of a certificate made in this process."""
+    from genlab.registry import imported_modules
+
+    return {"imports": [{"module": m, "sha256": module_sha256(m)} for m in imported_modules()],
+            "model_factory": _factory_of("model", model_name),
+            "dataset_factory": _factory_of("dataset", dataset_name)}
+
+
+def code_problems(code: dict[str, Any], model_name: str, dataset_name: str) -> list[str]:
+    """What differs between the recorded code and this process's (empty: the same). A module not imported
+    here is a :class:`ConfigError` (exit 2): the verifier must pass ``--import``."""
+    from genlab.registry import imported_modules
+
+    here = imported_modules()
+    missing = [m["module"] for m in code["imports"] if m["module"] not in here]
+    if missing:
+        flags = " ".join(f"--import {m}" for m in missing)
+        raise ConfigError(f"the certified predictor was built with {flags}; pass the same to genlab verify "
+                          f"(verify does not import what a certificate names)")
+    problems = []
+    for m in code["imports"]:
+        got = module_sha256(m["module"])
+        if got != m["sha256"]:
+            problems.append(f"module {m['module']}: its source here (SHA-256 {str(got)[:12]}...) differs from the "
+                            f"one certified ({str(m['sha256'])[:12]}...)")
+    for kind, name in (("model", model_name), ("dataset", dataset_name)):
+        recorded, got = code[f"{kind}_factory"], _factory_of(kind, name)
+        if recorded != got:
+            problems.append(f"{kind} {name!r} is built here by {got or 'genlab itself'}, in the certificate by "
+                            f"{recorded or 'genlab itself'}")
+    return problems
