@@ -219,3 +219,11 @@ def test_progress_bar_on_a_terminal_and_quiet(tmp_path):
     assert "step/s" in text and "24/24" in text  # tqdm's bar reached the last step
     code, text = run_on_pty("--quiet")
     assert code == 0 and "step/s" not in text and "complete after 24 steps" in text
+
+
+@pytest.mark.parametrize("command", ["train", "bound"])
+def test_a_model_option_that_is_a_setting_is_one_line(capsys, tmp_path, command):
+    code, _, err = run_cli(capsys, command, "--dataset", "mnist1d", "--model", "resnet", "--model-option",
+                           "batchnorm=true", "--out", str(tmp_path / "r"))
+    line = one_error_line(err)
+    assert code == 2 and "'batchnorm' is a setting of its own (--batchnorm / --no-batchnorm)" in line

@@ -104,6 +104,16 @@ class ModelSettings(Section):
 
         return registered(v, MODELS, "model")
 
+    @field_validator("model_options")
+    @classmethod
+    def _not_a_setting(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # --model-option batchnorm=true would reach the factory twice (a TypeError deep in the build)
+        clash = sorted(set(v) & {"width", "depth", "dropout", "activation", "batchnorm"})
+        if clash:
+            flag = "--batchnorm / --no-batchnorm" if clash[0] == "batchnorm" else f"--{clash[0]}"
+            raise ValueError(f"{clash[0]!r} is a setting of its own ({flag}), not a model option")
+        return v
+
 
 class RunSettings(Section):
     """Length, batching, seed and bookkeeping of the loop (bookkeeping does not change the trajectory)."""

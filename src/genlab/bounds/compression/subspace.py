@@ -192,9 +192,10 @@ class SubspaceModel(nn.Module):
         super().__init__()
         buffers = [name for name, _ in base.named_buffers()]
         if buffers:
+            shown = ", ".join(buffers[:3]) + (f" and {len(buffers) - 3} more" if len(buffers) > 3 else "")
             raise ConfigError(f"subspace training needs a model without buffers (they would be part of the "
-                              f"predictor but not of the message); this one has {', '.join(buffers)}: use "
-                              f"--no-batchnorm or another model")
+                              f"predictor but not of the message); this one has {shown}: use --no-batchnorm "
+                              f"(genlab train and genlab bound) or another model")
         object.__setattr__(self, "base", base)   # not a submodule: its parameters are not ours to train
         self.spec = spec
         self.shapes = [(name, p.shape, p.numel()) for name, p in base.named_parameters()]
