@@ -118,10 +118,21 @@ def serve(server, files, mirror="/m1"):
         server.files[f"{mirror}/{name}"] = body
 
 
-def test_download_on_first_use_then_load(tmp_path, server, downloads, monkeypatch, capsys):
+@pytest.fixture
+def files(downloads, monkeypatch):
+    """A small MNIST-format dataset made the published one (downloads allowed); returns its files' bytes."""
     files = idx_files()
     publish(monkeypatch, files)
+    return files
+
+
+@pytest.fixture
+def served(files, server):
+    """The published files, served under ``/m1``."""
     serve(server, files)
+
+
+def test_download_on_first_use_then_load(files, served, tmp_path, server, monkeypatch, capsys):
     monkeypatch.setenv("GENLAB_DATA_MIRROR", server.url + "/m1")
     d = load_dataset("mnist", data_dir=tmp_path)  # first use: fetched, checked, then read
     assert d.x_train.shape == (64, 1, 28, 28) and d.y_train.tolist()[:3] == [0, 1, 2]
@@ -134,10 +145,7 @@ def test_download_on_first_use_then_load(tmp_path, server, downloads, monkeypatc
     assert len(server.log) == requests == 4
 
 
-def test_interrupted_download_resumes_with_range(tmp_path, server, downloads, monkeypatch):
-    files = idx_files()
-    publish(monkeypatch, files)
-    serve(server, files)
+def test_interrupted_download_resumes_with_range(files, served, tmp_path, server):
     big = "train-images-idx3-ubyte.gz"
     half = len(files[big]) // 2
     server.cut[f"/m1/{big}"] = half  # the connection drops halfway through
@@ -146,10 +154,7 @@ def test_interrupted_download_resumes_with_range(tmp_path, server, downloads, mo
     assert (f"/m1/{big}", None) in server.log and (f"/m1/{big}", f"bytes={half}-") in server.log
 
 
-def test_partial_file_from_a_killed_process_is_resumed(tmp_path, server, downloads, monkeypatch):
-    files = idx_files()
-    publish(monkeypatch, files)
-    serve(server, files)
+def test_partial_file_from_a_killed_process_is_resumed(files, served, tmp_path, server, monkeypatch):
     big = "train-images-idx3-ubyte.gz"
     (tmp_path / "mnist").mkdir()
     part = tmp_path / "mnist" / f".{big}.part"
@@ -163,10 +168,7 @@ def test_partial_file_from_a_killed_process_is_resumed(tmp_path, server, downloa
     assert (tmp_path / "mnist" / big).read_bytes() == files[big] and not part.exists()
 
 
-def test_foreign_partial_file_is_discarded_and_fetched_again(tmp_path, server, downloads, monkeypatch):
-    files = idx_files()
-    publish(monkeypatch, files)
-    serve(server, files)
+def test_foreign_partial_file_is_discarded_and_fetched_again(files, served, tmp_path, server):
     big = "train-images-idx3-ubyte.gz"
     (tmp_path / "mnist").mkdir()
     (tmp_path / "mnist" / f".{big}.part").write_bytes(b"x" * 1000)  # not a prefix of the file
@@ -175,10 +177,7 @@ def test_foreign_partial_file_is_discarded_and_fetched_again(tmp_path, server, d
     assert (tmp_path / "mnist" / big).read_bytes() == files[big]
 
 
-def test_server_ignoring_range_restarts_from_zero(tmp_path, server, downloads, monkeypatch):
-    files = idx_files()
-    publish(monkeypatch, files)
-    serve(server, files)
+def test_server_ignoring_range_restarts_from_zero(files, served, tmp_path, server):
     server.ignore_range = True
     big = "train-images-idx3-ubyte.gz"
     server.cut[f"/m1/{big}"] = 500
@@ -187,9 +186,7 @@ def test_server_ignoring_range_restarts_from_zero(tmp_path, server, downloads, m
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
-def test_checksum_failure_is_refused_and_nothing_is_left(tmp_path, server, downloads, monkeypatch, damage):
-    files = idx_files()
-    publish(monkeypatch, files)
+def test_checksum_failure_is_refused_and_nothing_is_left(files, tmp_path, server, damage):
     bad = dict(files)
     body = bad["t10k-labels-idx1-ubyte.gz"]
     bad["t10k-labels-idx1-ubyte.gz"] = (body[:20] + bytes([body[20] ^ 1]) + body[21:] if damage == "flipped byte"
@@ -204,9 +201,7 @@ def test_checksum_failure_is_refused_and_nothing_is_left(tmp_path, server, downl
     assert (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").read_bytes() == files["train-images-idx3-ubyte.gz"]
 
 
-def test_first_mirror_down_next_one_used(tmp_path, server, downloads, monkeypatch, capsys):
-    files = idx_files()
-    publish(monkeypatch, files)
+def test_first_mirror_down_next_one_used(files, tmp_path, server, capsys):
     serve(server, files, "/m1")
     serve(server, files, "/m2")
     server.down.add("/m1")
@@ -219,9 +214,7 @@ def test_first_mirror_down_next_one_used(tmp_path, server, downloads, monkeypatc
     assert err.count("/m2/") == 4 and "fetched" in err
 
 
-def test_a_mirror_serving_wrong_files_is_passed_over(tmp_path, server, downloads, monkeypatch):
-    files = idx_files()
-    publish(monkeypatch, files)
+def test_a_mirror_serving_wrong_files_is_passed_over(files, tmp_path, server):
     serve(server, idx_files(seed=1), "/m1")  # well-formed, but not the published files
     serve(server, files, "/m2")
     fetch_dataset("mnist", tmp_path, mirror=[server.url + "/m1", server.url + "/m2"], progress=False)
@@ -249,10 +242,7 @@ def test_no_server_one_line_exit_2(tmp_path, downloads, capsys, monkeypatch):
         [p.name for p in (tmp_path / "mnist").iterdir()] == [".genlab-download.lock"]
 
 
-def test_no_download_forbids_fetching(tmp_path, server, downloads, monkeypatch, capsys):
-    files = idx_files()
-    publish(monkeypatch, files)
-    serve(server, files)
+def test_no_download_forbids_fetching(files, served, tmp_path, server, monkeypatch, capsys):
     monkeypatch.setenv("GENLAB_DATA_MIRROR", server.url + "/m1")
     code = main(["train", "--no-download", "--dataset", "mnist", "--data-dir", str(tmp_path),
                  "--out", str(tmp_path / "run"), "--steps", "1"])
@@ -260,10 +250,7 @@ def test_no_download_forbids_fetching(tmp_path, server, downloads, monkeypatch, 
     assert code == 2 and "not found" in err and "downloads are off" in err and server.log == []
 
 
-def test_present_files_are_used_as_they_are(tmp_path, server, downloads, monkeypatch):
-    files = idx_files()
-    publish(monkeypatch, files)
-    serve(server, files)
+def test_present_files_are_used_as_they_are(files, served, tmp_path, server):
     (tmp_path / "mnist").mkdir()
     mine = idx_files(n=10, seed=3)  # the user's own copy: not the published bytes
     for name, body in mine.items():

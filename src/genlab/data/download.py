@@ -193,10 +193,6 @@ def _extract(archive: Path, folder: Path, members: dict[str, str]) -> None:
         raise DataError(f"archive {archive} lacks {', '.join(missing)}")
 
 
-def _missing(folder: Path, names: list[str]) -> list[str]:
-    return [n for n in names if not (folder / n).is_file()]
-
-
 def by_hand(source: DatasetSource, folder: Path) -> str:
     """What to fetch and where to put it when genlab cannot, for messages."""
     files = ", ".join(f.name for f in source.files)
@@ -232,13 +228,13 @@ def fetch_dataset(name: str, data_dir: str | Path | None = None, *, mirror: list
     show = sys.stderr.isatty() if progress is None else progress
     urls = mirrors(source, mirror)
     with _folder_lock(folder):
-        if not _missing(folder, source.loader_files):
+        if all((folder / n).is_file() for n in source.loader_files):
             return folder
         for remote in source.files:
             dest = (root if source.members else folder) / remote.name
-            if dest.is_file() and source.members:
-                pass  # an archive genlab verified and moved into place before an interrupted extraction
-            elif not dest.is_file():
+            # a file present is kept as it is: the user's own copy, or one genlab verified and moved into place
+            # (for an archive: before an interrupted extraction, which is simply redone)
+            if not dest.is_file():
                 try:
                     used = download_file([u + remote.name for u in urls], dest, remote, show=show)
                 except DataError as err:

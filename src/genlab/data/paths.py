@@ -57,12 +57,13 @@ def download_root(data_dir: str | Path | None = None) -> tuple[Path, str]:
     return _chosen(data_dir) or (_user_cache(), CACHE_HOW)
 
 
-def _look(names: list[str], data_dir, subdirs: list[str]) -> dict[str, Path] | None:
-    for root, _ in search_roots(data_dir):
+def locate_folder(names: list[str], roots: list[tuple[Path, str]], subdirs: list[str]) -> tuple[Path, str] | None:
+    """The first ``root/sub`` (roots in order, then ``subdirs``) holding every file in ``names``, with how its
+    root was chosen; None when none does."""
+    for root, how in roots:
         for sub in subdirs:
-            folder = root / sub
-            if all((folder / n).is_file() for n in names):
-                return {n: folder / n for n in names}
+            if all((root / sub / n).is_file() for n in names):
+                return root / sub, how
     return None
 
 
@@ -76,27 +77,27 @@ def find_file(dataset: str, names: list[str], data_dir: str | Path | None, subdi
             that ``GENLAB_DATA`` or ``--data-dir`` can point elsewhere, and for a downloadable dataset how to
             fetch it (or why fetching failed).
     """
-    found = _look(names, data_dir, subdirs)
-    if found:
-        return found
     from genlab.data.download import downloads_allowed, fetch_dataset
     from genlab.data.sources import SOURCES
 
+    roots = search_roots(data_dir)
+    found = locate_folder(names, roots, subdirs)
     hint = ""
-    if dataset in SOURCES:
+    if found is None and dataset in SOURCES:
         if downloads_allowed():
             fetch_dataset(dataset, data_dir)  # raises a DataError naming each mirror's reason and the files
-            found = _look(names, data_dir, subdirs)
-            if found:
-                return found
-        hint = (f"; downloads are off (--no-download / GENLAB_NO_DOWNLOAD): allow them, or run "
-                f"'genlab data download {dataset}' where there is a network")
-    root, how = search_roots(data_dir)[0]
+            found = locate_folder(names, roots, subdirs)
+        else:
+            hint = (f"; downloads are off (--no-download / GENLAB_NO_DOWNLOAD): allow them, or run "
+                    f"'genlab data download {dataset}' where there is a network")
+    if found is not None:
+        return {n: found[0] / n for n in names}
+    root, how = roots[0]
     # report the folder that came closest (most files present), the first one on a tie
     sub = max(subdirs, key=lambda s: (sum((root / s / n).is_file() for n in names), -subdirs.index(s)))
     folder = root / sub
     missing = next(n for n in names if not (folder / n).is_file())
-    tried = [str(r / s) for r, _ in search_roots(data_dir) for s in subdirs if r / s != folder]
+    tried = [str(r / s) for r, _ in roots for s in subdirs if r / s != folder]
     others = f" (also tried {', '.join(tried)})" if tried else ""
     raise DataError(f"{dataset}: file {missing} not found in {folder}{others}; data directory chosen by {how}; "
                     f"set GENLAB_DATA or --data-dir to a directory holding {sub}/{missing}{hint}")

@@ -8,7 +8,7 @@ from typing import Any
 
 from genlab.data import cifar10, idx, mnist1d, synthetic
 from genlab.data.digits import load_digits_split
-from genlab.data.paths import download_root, search_roots
+from genlab.data.paths import download_root, locate_folder, search_roots
 from genlab.errors import ConfigError
 from genlab.registry import Registry
 
@@ -87,10 +87,9 @@ def locate(spec: DatasetSpec, data_dir=None) -> tuple[bool | None, str]:
                                                                   and spec.subdirs[0].startswith("user") else
                                                                   "generated")
     roots = search_roots(data_dir)
-    for root, how in roots:
-        for sub in spec.subdirs:
-            if all((root / sub / f).is_file() for f in spec.files):
-                return True, f"{root / sub} ({how})"
+    found = locate_folder(spec.files, roots, spec.subdirs)
+    if found is not None:
+        return True, f"{found[0]} ({found[1]})"
     root, how = roots[0]
     return False, f"{root / spec.subdirs[0]} ({how})"
 

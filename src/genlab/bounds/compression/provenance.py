@@ -10,21 +10,18 @@ missing, its source differs, or a name is registered to another factory.
 
 from __future__ import annotations
 
-import hashlib
 import sys
+from pathlib import Path
 from typing import Any
 
+from genlab.bounds.compression.certificate import sha256_bytes
 from genlab.errors import ConfigError
 
 
 def module_sha256(name: str) -> str | None:
     """SHA-256 of an imported module's source file (None when it has none, e.g. a namespace package)."""
-    module = sys.modules.get(name)
-    path = getattr(module, "__file__", None)
-    if not path:
-        return None
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    path = getattr(sys.modules.get(name), "__file__", None)
+    return sha256_bytes(Path(path).read_bytes()) if path else None
 
 
 def _factory_of(kind: str, name: str) -> str | None:
@@ -35,11 +32,11 @@ def _factory_of(kind: str, name: str) -> str | None:
         from genlab.models import MODELS
 
         spec = MODELS[name]
-        fn = spec.builder if getattr(spec, "any_options", False) else None
+        fn = spec.builder if spec.any_options else None  # a user factory; genlab's own builders are not recorded
     else:
         from genlab.data import DATASETS
 
-        fn = getattr(DATASETS[name], "factory", None)
+        fn = DATASETS[name].factory
     if fn is None:
         return None
     try:
