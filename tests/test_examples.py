@@ -52,6 +52,17 @@ def test_own_model_example_fit_then_curvature_and_report_from_the_cli(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_certify_own_network_example_after_the_fact_and_verified_elsewhere(tmp_path):
+    stdout = run_example("certify_own_network.py", str(tmp_path / "cert"))
+    cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
+    assert cert["buffers"]["names"][:2] == ["1.running_mean", "1.running_var"]     # BatchNorm coded
+    assert cert["code"]["model_factory"] == "examples_module:bn_cnn"
+    assert [m["module"] for m in cert["code"]["imports"]] == ["examples_module"]   # hashed, to pass to --import
+    assert 0.5 < cert["original"]["test_agreement"] <= 1
+    assert "verified" in stdout.splitlines()[-1]
+
+
 def test_own_loop_example():
     stdout = run_example("own_loop.py")
     assert "posterior-predictive test accuracy" in stdout

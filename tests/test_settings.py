@@ -132,7 +132,7 @@ def test_bound_stages_derive_from_one_base_config():
                       quant_levels=5, qat_epochs=2, qat_lr=0.003, prior_split=300, prior_epochs=3, prior_lr=0.01,
                       subspace_noise=0.1)
     base = cfg.train
-    assert base.model.batchnorm is False and base.optimizer.name == "adam" and base.optimizer.lr_schedule == "cosine"
+    assert base.model.batchnorm is True and base.optimizer.name == "adam" and base.optimizer.lr_schedule == "cosine"
     sub, quant, prior = cfg.subspace_stage("P"), cfg.quantization_stage("S", "P"), cfg.prior_stage()
     assert sub.with_changes(subspace_prior=None) == base and sub.plugins.subspace.subspace_prior == "P"
     assert (quant.optimizer.lr, quant.run.epochs, quant.plugins.quantization.quant_levels) == (0.003, 2, 5)
@@ -165,9 +165,10 @@ def test_bound_flags_are_the_training_flags_plus_the_stages():
     owned = {"--" + k.replace("_", "-") for k in STAGE_OWNED}
     assert (train_flags - owned - {"--overwrite", "--no-overwrite"}) <= bound_flags
     assert {"--quant-levels", "--levels", "--quant-stages", "--qat-stages", "--qat-epochs", "--qat-lr",
-            "--prior-split", "--bound", "--delta", "--grid", "--from-run"} <= bound_flags
+            "--prior-split", "--bound", "--delta", "--grid", "--from-run", "--from-model", "--buffer-levels"} <= bound_flags
     assert "--init-from" not in bound_flags and "--subspace-prior" not in bound_flags
-    assert len(BoundStages.model_fields) == 12 and set(BOUND_BASE) <= set(TrainConfig.flat_names())
+    assert "--distill-from" not in bound_flags and "--distill-temperature" in bound_flags
+    assert len(BoundStages.model_fields) == 14 and set(BOUND_BASE) <= set(TrainConfig.flat_names())
 
 
 def test_the_readme_flag_table_names_every_train_flag_and_no_other():

@@ -12,6 +12,8 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import genlab
+
 
 class ResidualLNMLP(nn.Module):
     """A residual MLP with LayerNorm (pre-norm blocks), the kind of net genlab's registry does not have."""
@@ -75,3 +77,13 @@ import genlab  # noqa: E402
 genlab.register_model("resmlp-ln", _registered_model, description="residual MLP with LayerNorm (examples_module)")
 genlab.register_dataset("wine", _registered_data, task="classification", input_shape=(13,), output_dim=3,
                         n_train=124, n_test=54, description="scikit-learn's wine data (examples_module)")
+
+
+def bn_cnn(input_shape, output_dim, width=16):
+    """A small CNN with BatchNorm for 8x8 images (certify_own_network.py certifies it after the fact)."""
+    return nn.Sequential(nn.Conv2d(input_shape[0], width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, output_dim))
+
+
+genlab.register_model("bn-cnn", bn_cnn)

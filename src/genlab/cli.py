@@ -165,8 +165,10 @@ def _bound(out: str, config: Optional[Path], grid: Optional[list[str]], from_run
     c = compression_bound(cfg, out, from_run=from_run, quiet=quiet)
     print(f"{out}: {c['reported_bound']} bound {100 * c['bound']:.2f}%{_vacuous(c)} on {c['n']:,} points (train error "
           f"{100 * c['train_error']:.2f}%, test error {100 * c['test_error']:.2f}%, message {c['message_bits']:,} "
-          f"bits + {c['hyperparameter_bits']:.1f} hyper-parameter bits, {c['time_s']['total']:.0f} s); "
+          f"bits{_buffers(c)} + {c['hyperparameter_bits']:.1f} hyper-parameter bits, {c['time_s']['total']:.0f} s); "
           f"wrote {Path(out) / 'certificate.json'}")
+    if c.get("original"):
+        print(_original(c))
 
 
 def _register_bound() -> None:
@@ -208,6 +210,20 @@ def verify_cmd(
     print(f"{certificate}: verified -- {f['train_errors']} errors on {f['n']:,} points "
           f"({100 * f['train_error']:.2f}%), {f['message_bits']:,} message bits, bound {100 * f['bound']:.2f}%"
           f"{_vacuous(f)}")
+
+
+def _original(c: dict) -> str:
+    """After the fact: what was certified, and how close it is to the network given."""
+    o = c["original"]
+    return (f"after the fact: the bound is for the compressed predictor, not for {o['source']} itself; they agree "
+            f"on {100 * o['test_agreement']:.2f}% of the test set and {100 * o['train_agreement']:.2f}% of the "
+            f"bound's points (the original's test error: {100 * o['test_error']:.2f}%)")
+
+
+def _buffers(c: dict) -> str:
+    """What the message codes besides w: the model's buffers (BatchNorm running statistics)."""
+    names = (c.get("buffers") or {}).get("names") or []
+    return f" (with {len(names)} buffers: BatchNorm statistics and the like)" if names else ""
 
 
 def _vacuous(c: dict) -> str:

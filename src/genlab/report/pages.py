@@ -321,6 +321,26 @@ def _fit_values(record: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------- certificate and sweep
+def _original_sentence(c: dict) -> str:
+    o = c.get("original")
+    if not o:
+        return ""
+    return (f" <b>Certified after the fact</b>: the bound is for the compressed predictor fitted to "
+            f"{esc(o.get('source'))}, not for that network itself; the two agree on "
+            f"{100 * o['test_agreement']:.2f}% of the test set and {100 * o['train_agreement']:.2f}% of the bound's "
+            f"points (the original's test error: {100 * o['test_error']:.2f}%; all three recomputed by "
+            f"<code>genlab verify</code> from <code>original.safetensors</code>).")
+
+
+def _buffers_sentence(c: dict) -> str:
+    names = (c.get("buffers") or {}).get("names") or []
+    if not names:
+        return ""
+    return (f" The message also codes the network's {len(names)} buffers (BatchNorm running statistics and the "
+            f"like, {c['buffers']['levels']} levels each): they are part of the certified predictor, decoded by the "
+            f"verifier, never recomputed from data.")
+
+
 def certificate_section(path: Path, title: str | None = None) -> Section:
     """A compression certificate: the reported bound and its variants, errors, message bits, times."""
     c = _read_json(path / "certificate.json")
@@ -332,7 +352,7 @@ def certificate_section(path: Path, title: str | None = None) -> Section:
                    f"{100 * c['constant_predictor_error']:.2f}% error of always predicting the most frequent class.")
     s.add(f"<p>A <b>{esc(c.get('reported_bound'))}</b> bound of <b>{100 * c.get('bound', float('nan')):.2f}%</b> "
           f"on the error of the coded predictor, with probability {1 - c.get('delta', 0):.3g}; check it with "
-          f"<code>genlab verify {esc(path)}</code>.{vacuous}</p>",
+          f"<code>genlab verify {esc(path)}</code>.{vacuous}{_buffers_sentence(c)}{_original_sentence(c)}</p>",
           kv_html({k: c.get(k) for k in ("n", "train_errors", "train_error", "test_error", "message_bits",
                                          "hyperparameter_bits", "total_bits", "delta", "constant_predictor_error",
                                          "vacuous") if k in c}),

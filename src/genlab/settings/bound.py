@@ -17,12 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from genlab.config import TrainConfig, flatten_settings, validate_config
 from genlab.settings.sections import QuantizationSettings, SubspaceSettings
 
-#: genlab bound's defaults for the base training config (where they differ from genlab train's): a small CNN
-#: without BatchNorm, Adam with a cosine schedule, a 500-dimensional subspace; MNIST-1D in seconds
-BOUND_BASE: dict[str, Any] = {"model": "cnn", "batchnorm": False, "optimizer": "adam", "lr": 0.05,
+#: genlab bound's defaults for the base training config (where they differ from genlab train's): a small CNN,
+#: Adam with a cosine schedule, a 500-dimensional subspace; MNIST-1D in seconds. BatchNorm follows genlab train
+#: (on, for the models that have it): its running statistics are coded in the message
+BOUND_BASE: dict[str, Any] = {"model": "cnn", "optimizer": "adam", "lr": 0.05,
                               "lr_schedule": "cosine", "batch_size": 100, "epochs": 30, "intrinsic_dim": 500}
 #: settings of the base the pipeline sets itself, stage by stage
-STAGE_OWNED = (*QuantizationSettings.model_fields, "init_from", "subspace_prior")
+STAGE_OWNED = (*QuantizationSettings.model_fields, "init_from", "subspace_prior", "distill_from")
 #: spellings of earlier versions (config files, certificates' recorded settings)
 _RENAMED = {"levels": "quant_levels", "qat_stages": "quant_stages"}
 
@@ -44,6 +45,11 @@ class BoundStages(BaseModel):
                                                             "first M points and bound the rest")
     prior_epochs: int = Field(5, ge=1, description="epochs of the prior centre's training")
     prior_lr: float = Field(0.001, gt=0, description="learning rate of the prior centre's training")
+    from_model: str | None = Field(None, description="certify after the fact: fit the compressed predictor to this "
+                                                     "network (.safetensors of the same architecture, or a run "
+                                                     "directory) instead of the labels")
+    buffer_levels: int = Field(32, ge=2, le=256, description="evenly spaced levels of each buffer (BatchNorm running "
+                                                             "statistics) coded in the message")
     delta: float = Field(0.05, gt=0, lt=1, description="failure probability of the bound")
     symbol_model: Literal["adaptive", "two-part"] = Field("adaptive", description="the arithmetic coder's symbol "
                                                                                   "model")
@@ -84,7 +90,7 @@ class BoundConfig(BoundStages):
         owned = [k for k in STAGE_OWNED if base.get(k) not in (None, defaults[k])]
         if owned:
             raise ValueError(f"{owned[0]}: set by genlab bound's stages (use quant_levels, quant_init, "
-                             f"quant_stages, prior_split); remove it from the training settings")
+                             f"quant_stages, prior_split, from_model); remove it from the training settings")
         return {**own, "train": base}
 
     @model_validator(mode="after")
@@ -102,21 +108,24 @@ class BoundConfig(BoundStages):
         """Every setting under its flat name: the base's and the stages'."""
         return {**self.train.flat(), **{k: getattr(self, k) for k in BoundStages.model_fields}}
 
-    def subspace_stage(self, prior_dir: str | None = None) -> TrainConfig:
-        """The subspace run: the base, centred on the prior run's weights when there is one."""
-        return self.train.with_changes(subspace_prior=prior_dir)
+    def subspace_stage(self, prior_dir: str | None = None, original: str | None = None) -> TrainConfig:
+        """The subspace run: the base, centred on the prior run's weights when there is one, fitted to the
+        original network's probabilities when certifying one after the fact."""
+        return self.train.with_changes(subspace_prior=prior_dir, distill_from=original)
 
     def prior_stage(self) -> TrainConfig:
-        """The prior centre: a plain run (no subspace) of the same model on the first ``prior_split`` points."""
+        """The prior centre: a plain run (no subspace) of the same model on the first ``prior_split`` points,
+        on their labels (never distilled: an original network has seen the points the bound is on)."""
         plain = {k: f.get_default(call_default_factory=True) for k, f in SubspaceSettings.model_fields.items()}
         return self.train.with_changes(**plain, n_train=self.prior_split, lr=self.prior_lr, epochs=self.prior_epochs)
 
-    def quantization_stage(self, subspace_dir: str, prior_dir: str | None = None) -> TrainConfig:
+    def quantization_stage(self, subspace_dir: str, prior_dir: str | None = None,
+                           original: str | None = None) -> TrainConfig:
         """Quantization-aware fine-tuning started from the subspace run (no subspace noise)."""
         return self.train.with_changes(subspace_prior=prior_dir, subspace_noise=0.0, lr=self.qat_lr,
                                        epochs=self.qat_epochs, quant_levels=self.quant_levels,
                                        quant_init=self.quant_init, quant_stages=self.quant_stages,
-                                       init_from=subspace_dir)
+                                       init_from=subspace_dir, distill_from=original)
 
 
 def bound_config(values: dict[str, Any]) -> BoundConfig:

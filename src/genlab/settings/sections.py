@@ -211,6 +211,15 @@ class InitSettings(Section):
                                                     "model; with quant_levels, the codebook is fitted to its w)")
 
 
+class DistillSettings(Section):
+    """Knowledge distillation (:mod:`genlab.train.distill`): targets from a given network's probabilities."""
+
+    distill_from: str | None = Field(None, description="weights (.safetensors or a run directory) of a network of "
+                                                       "this architecture whose probabilities are the targets")
+    distill_temperature: float = Field(1.0, gt=0, le=100, description="temperature T of the targets "
+                                                                      "softmax(f / T)")
+
+
 class TrackingSettings(Section):
     """Curvature measured along training (:class:`genlab.curvature.SharpnessTracker`); resumable: it only reads."""
 
@@ -240,5 +249,6 @@ class PluginSettings(BaseModel):
     subspace: SubspaceSettings = Field(default_factory=SubspaceSettings)
     quantization: QuantizationSettings = Field(default_factory=QuantizationSettings)
     init: InitSettings = Field(default_factory=InitSettings)
+    distill: DistillSettings = Field(default_factory=DistillSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

@@ -16,7 +16,9 @@ says how each is checked) and raises :class:`VerificationError` on any mismatch.
 
 What the bound charges (Occam, point mass, prior ``P(h) = 2^-(message bits) / |grid| * 2^-preprocessing``):
 
-- ``message_bits`` = ``8 * len(message.bin)`` (a prefix-free code, so a valid prior by Kraft);
+- ``message_bits`` = ``8 * len(message.bin)`` (a prefix-free code, so a valid prior by Kraft): the quantized
+  coordinates and, for a model with buffers (BatchNorm running statistics), every buffer
+  (:mod:`~genlab.bounds.compression.buffers`);
 - ``hyperparameter_bits`` = ``log2`` of the number of configurations in the declared grid (a uniform prior over
   them: the union bound for having searched them) plus ``PREPROCESSING_BITS`` for the two input-normalisation
   statistics (mean and standard deviation, 32 bits each), which are computed from training data.
@@ -33,7 +35,8 @@ from typing import Any
 
 import torch
 
-from genlab.bounds.compression.coding import SYMBOL_MODELS, decode_message, encode_message, message_bits
+from genlab.bounds.compression.buffers import BUFFER_LEVELS, buffer_record, decode_buffers, encode_buffers
+from genlab.bounds.compression.coding import SYMBOL_MODELS, MessageError, decode_chunk, encode_message, message_bits
 from genlab.bounds.compression.quantize import stored_codebook
 from genlab.bounds.compression.record import BOUND_NAMES, FORMAT
 from genlab.bounds.compression.subspace import ProjectionSpec, SubspaceModel
@@ -92,22 +95,43 @@ def build_base(cert: dict[str, Any], prior_state: dict[str, torch.Tensor] | None
                        depth=spec["depth"], dropout=spec["dropout"], activation=spec["activation"],
                        batchnorm=spec["batchnorm"], **spec["options"])
     base = base.to(torch.float32)
-    if prior_state is not None:
+    if prior_state is not None:   # the prior centre's parameters; the buffers come from the message
+        buffers = {name for name, _ in base.named_buffers()}
         try:
-            base.load_state_dict(prior_state)
+            missing, unexpected = base.load_state_dict(prior_state, strict=False)
         except RuntimeError as err:
             raise VerificationError(f"the prior centre's weights do not fit the model ({err})") from None
+        if unexpected or set(missing) - buffers:
+            raise VerificationError(f"the prior centre's weights do not fit the model (missing "
+                                    f"{sorted(set(missing) - buffers)}, unexpected {sorted(unexpected)})")
     return base
 
 
-def rebuild_predictor(cert: dict[str, Any], message: bytes, prior_state: dict[str, torch.Tensor] | None = None,
-                      decoded: tuple[torch.Tensor, torch.Tensor] | None = None) -> SubspaceModel:
-    """The certified predictor, from the certificate and message alone (eval mode, CPU, float32); ``decoded``
-    is the message's ``(symbols, codebook)`` when the caller has decoded it already.
+def decode_predictor(message: bytes, cert: dict[str, Any], model: SubspaceModel):
+    """``(symbols, codebook, buffers)``: the whole message decoded for ``model``'s shapes (the coordinates'
+    chunk, then the buffers, :mod:`~genlab.bounds.compression.buffers`), with nothing left over.
+
+    Raises:
+        MessageError: the message is truncated, corrupt or followed by extra bytes.
+    """
+    p, q = cert["projection"], cert["quantization"]
+    symbols, codebook, end = decode_chunk(message, 0, p["d"], q["levels"], q["symbol_model"])
+    levels = (cert.get("buffers") or {}).get("levels", BUFFER_LEVELS)
+    buffers, end = decode_buffers(message, end, model.buffers_of_base(), levels, q["symbol_model"])
+    if end != len(message):
+        raise MessageError(f"message is followed by {len(message) - end} extra bytes after its last part")
+    return symbols, codebook, buffers
+
+
+def rebuild_predictor(cert: dict[str, Any], message: bytes,
+                      prior_state: dict[str, torch.Tensor] | None = None) -> SubspaceModel:
+    """The certified predictor, from the certificate and message alone (eval mode, CPU, float32): ``w`` and every
+    buffer decoded from the message.
 
     Raises:
         MessageError: the message does not decode.
-        VerificationError: ``theta0`` rebuilt here differs from the certificate's hash.
+        VerificationError: ``theta0`` rebuilt here differs from the certificate's hash, the model's buffers are
+            not those the certificate names, or the message's codebook is not the certificate's.
     """
     p = cert["projection"]
     q = cert["quantization"]
@@ -117,9 +141,16 @@ def rebuild_predictor(cert: dict[str, Any], message: bytes, prior_state: dict[st
         raise VerificationError(
             f"theta0 rebuilt here differs from the one certified (SHA-256 mismatch); the certificate was made with "
             f"torch {cert['environment']['torch']}, this is torch {torch.__version__}")
-    symbols, codebook = decoded or decode_message(message, p["d"], q["levels"], q["symbol_model"])
+    named = (cert.get("buffers") or {}).get("names", [])
+    if named != model.buffer_names:
+        raise VerificationError(f"the model built here has buffers {model.buffer_names or 'none'}; the certificate "
+                                f"codes {named or 'none'}")
+    symbols, codebook, buffers = decode_predictor(message, cert, model)
+    if [float(v) for v in codebook] != q["codebook"]:
+        raise VerificationError("quantization.codebook differs from the codebook the message holds")
     with torch.no_grad():
         model.w.copy_(codebook[symbols])
+    model.set_buffers(buffers)
     return model.eval()
 
 
@@ -132,7 +163,8 @@ def count_errors(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, 
     return wrong
 
 
-def _labels(y: torch.Tensor) -> torch.Tensor:
+def class_labels(y: torch.Tensor) -> torch.Tensor:
+    """Class indices of targets given as indices or as one-hot rows."""
     return y.argmax(1) if y.dim() == 2 else y.long()
 
 
@@ -156,10 +188,10 @@ def evaluate_certificate(cert: dict[str, Any], message: bytes, data, prior_state
     certificate states them."""
     model = rebuild_predictor(cert, message, prior_state) if model is None else model
     split = cert["prior"]["split"]
-    x, y = data.x_train[split:], _labels(data.y_train[split:])
+    x, y = data.x_train[split:], class_labels(data.y_train[split:])
     n = len(x)
     train_errors = count_errors(model, x, y)
-    test_errors = count_errors(model, data.x_test, _labels(data.y_test))
+    test_errors = count_errors(model, data.x_test, class_labels(data.y_test))
     bits = message_bits(message)
     total_bits = bits + cert["hyperparameter_bits"]
     bounds = all_bounds(train_errors / n, total_bits, n, cert["delta"])
@@ -177,7 +209,8 @@ def evaluate_certificate(cert: dict[str, Any], message: bytes, data, prior_state
 def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: dict[str, list] | None = None,
             choices: dict[str, Any] | None = None, symbol_model: str = "adaptive", reported_bound: str = "occam_kl",
             data_dir: str | None = None, stage_times: dict[str, float] | None = None,
-            settings: dict[str, Any] | None = None) -> dict[str, Any]:
+            settings: dict[str, Any] | None = None, buffer_levels: int = BUFFER_LEVELS,
+            original: str | None = None) -> dict[str, Any]:
     """Certify the predictor of a finished quantization-aware run; writes ``certificate.json`` and ``message.bin``.
 
     Args:
@@ -191,6 +224,11 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
         stage_times: seconds of the training stages before this call (``genlab bound``); with them ``time_s``
             holds every stage, coding, evaluation and their total.
         settings: the pipeline settings, recorded as ``settings``.
+        buffer_levels: evenly spaced levels of each buffer (BatchNorm statistics) the message codes, see
+            :mod:`~genlab.bounds.compression.buffers`.
+        original: where the network certified after the fact came from (``genlab bound --from-model``): its
+            weights lie in ``out/original.safetensors``; the certificate records its test error and how often
+            it agrees with the certified predictor (:mod:`~genlab.bounds.compression.original`).
 
     A run with ``subspace_prior`` gives a data-dependent bound: the prior run must have been trained on the first
     ``m`` training points only (``n_train = m``), and the bound is on the other ``n - m``.
@@ -246,8 +284,11 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
     t_code = time.perf_counter()
     codebook = stored_codebook(model.quantizer.codebook)
     symbols = model.quantizer.symbols(model.w)
-    message = encode_message(symbols, codebook, symbol_model)
-    decoded_symbols, decoded_book = decode_message(message, model.spec.d, codebook.numel(), symbol_model)
+    if not 2 <= buffer_levels <= 256:
+        raise ConfigError(f"buffer_levels must lie in [2, 256], got {buffer_levels}")
+    buffers = {k: v.detach().cpu() for k, v in model.buffers_of_base().items()}
+    message = encode_message(symbols, codebook, symbol_model) + encode_buffers(buffers, buffer_levels, symbol_model)
+    decoded_symbols, decoded_book, _ = decode_chunk(message, 0, model.spec.d, codebook.numel(), symbol_model)
     if not (torch.equal(decoded_symbols, symbols.cpu()) and torch.equal(decoded_book, codebook)):
         raise GenlabError("internal error: the message does not decode to the quantized coordinates")
     (out / "message.bin").write_bytes(message)
@@ -273,6 +314,7 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
         "prior": prior,
         "quantization": {"levels": codebook.numel(), "symbol_model": symbol_model,
                          "codebook": [float(v) for v in codebook]},
+        "buffers": buffer_record(model.buffer_names, buffer_levels),
         "preprocessing": {"normalisation": run.data.info.get("normalisation", "dataset default"),
                           "bits": PREPROCESSING_BITS},
         "grid": grid,
@@ -289,7 +331,13 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
         "training_run": str(run_dir),
     }
     t_eval = time.perf_counter()
-    cert.update(evaluate_certificate(cert, message, run.data, prior_state))
+    predictor = rebuild_predictor(cert, message, prior_state)
+    cert.update(evaluate_certificate(cert, message, run.data, prior_state, model=predictor))
+    if original is not None:
+        from genlab.bounds.compression.original import original_figures
+
+        cert["original"] = {**original_figures(out, cert["model"], run.data, predictor, prior["split"], class_labels),
+                            "source": original}
     times = {"coding": t_code, "evaluation": time.perf_counter() - t_eval}
     if stage_times is None:
         cert["time_s"] = {**times, "certify": time.perf_counter() - t0}

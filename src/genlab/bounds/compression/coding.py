@@ -83,7 +83,8 @@ def _count_width(d: int) -> int:
     return max(1, math.ceil(math.log2(d + 1)))
 
 
-def _encode_symbols(symbols: np.ndarray, levels: int, model: str) -> np.ndarray:
+def encode_symbols(symbols: np.ndarray, levels: int, model: str) -> np.ndarray:
+    """The range coder's 32-bit words for ``symbols`` in ``[0, levels)`` under a symbol model."""
     c = _constriction()
     enc = c.stream.queue.RangeEncoder()
     family = c.stream.model.Categorical(perfect=False)
@@ -103,7 +104,8 @@ def _encode_symbols(symbols: np.ndarray, levels: int, model: str) -> np.ndarray:
     return enc.get_compressed()
 
 
-def _decode_symbols(words: np.ndarray, d: int, levels: int, model: str) -> np.ndarray:
+def decode_symbols(words: np.ndarray, d: int, levels: int, model: str) -> np.ndarray:
+    """``d`` symbols from the words :func:`encode_symbols` wrote (constriction's errors pass through)."""
     c = _constriction()
     dec = c.stream.queue.RangeDecoder(words)
     family = c.stream.model.Categorical(perfect=False)
@@ -138,7 +140,7 @@ def encode_message(symbols: torch.Tensor, codebook: torch.Tensor, model: str = "
     if sym.size and (sym.min() < 0 or sym.max() >= levels):
         raise MessageError(f"symbols must lie in [0, {levels}); got [{sym.min()}, {sym.max()}]")
     book = codebook.detach().cpu().numpy().astype("<f2").tobytes()
-    words = _encode_symbols(sym, levels, model)
+    words = encode_symbols(sym, levels, model)
     code = words.astype("<u4").tobytes().rstrip(b"\x00")
     payload = book + code
     return encode_varint(len(payload)) + payload
@@ -150,11 +152,26 @@ def decode_message(message: bytes, d: int, levels: int, model: str = "adaptive")
     Raises:
         MessageError: the message is truncated, has trailing bytes, or does not decode.
     """
-    size, used = decode_varint(message)
-    if len(message) != used + size:
-        raise MessageError(f"message is {'truncated' if len(message) < used + size else 'followed by extra bytes'}: "
-                           f"its prefix says {size} payload bytes, the file holds {len(message) - used}")
-    payload = message[used:]
+    symbols, codebook, end = decode_chunk(message, 0, d, levels, model)
+    if end != len(message):
+        raise MessageError(f"message is followed by {len(message) - end} extra bytes after its last part")
+    return symbols, codebook
+
+
+def decode_chunk(message: bytes, offset: int, d: int, levels: int,
+                 model: str = "adaptive") -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(symbols, codebook, end)``: the chunk :func:`encode_message` wrote at ``message[offset:]``, and the offset
+    just after it (a message may hold several chunks one after another: each says where it ends).
+
+    Raises:
+        MessageError: the chunk is truncated or does not decode.
+    """
+    size, used = decode_varint(message[offset:])
+    start = offset + used
+    if len(message) < start + size:
+        raise MessageError(f"message is truncated: its prefix says {size} payload bytes, the file holds "
+                           f"{len(message) - start}")
+    payload = message[start: start + size]
     if size < 2 * levels:
         raise MessageError(f"message is truncated: {size} payload bytes cannot hold a codebook of {levels} levels")
     codebook = torch.from_numpy(np.frombuffer(payload[: 2 * levels], dtype="<f2").astype(np.float32).copy())
@@ -164,14 +181,14 @@ def decode_message(message: bytes, d: int, levels: int, model: str = "adaptive")
     code = code + b"\x00" * (-len(code) % 4)
     words = np.frombuffer(code, dtype="<u4").astype(np.uint32)
     try:
-        symbols = _decode_symbols(words, d, levels, model)
+        symbols = decode_symbols(words, d, levels, model)
     except MessageError:
         raise
     except Exception as err:  # constriction signals a corrupt stream with its own exceptions
         raise MessageError(f"message is corrupt: the range decoder failed ({err})") from None
     if symbols.min(initial=0) < 0 or symbols.max(initial=0) >= levels:
         raise MessageError("message is corrupt: it decodes to symbols outside the codebook")
-    return torch.from_numpy(symbols), codebook
+    return torch.from_numpy(symbols), codebook, start + size
 
 
 def message_bits(message: bytes) -> int:

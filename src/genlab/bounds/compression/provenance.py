@@ -1,8 +1,9 @@
 """The code behind a certified predictor: which modules registered its model and dataset, and their sources.
 
-A certificate for a user's own network (``--import mynet --model my-net --dataset my-data``) records, under
-``code``: every ``--import`` module with the SHA-256 of its source file, and the ``module:function`` of the
-model factory and of the dataset factory the registries held (``None`` for genlab's own). ``genlab verify``
+A certificate for a user's own network (``--import mynet --model my-net --dataset my-data``, or a model
+registered by a module imported in Python) records, under ``code``: every ``--import`` module and the module of
+each user factory, with the SHA-256 of its source file, and the ``module:function`` of the model factory and of
+the dataset factory the registries held (``None`` for genlab's own). ``genlab verify``
 never imports what a certificate names (verifying a file must not run code the file chooses): the verifier
 passes the same ``--import``, and verification fails, in one line naming what differs, when a module is
 missing, its source differs, or a name is registered to another factory.
@@ -46,12 +47,18 @@ def _factory_of(kind: str, name: str) -> str | None:
 
 
 def code_record(model_name: str, dataset_name: str) -> dict[str, Any]:
-    """The ``code`` field of a certificate made in this process."""
+    """The ``code`` field of a certificate made in this process: the ``--import`` modules and the modules of
+    the user factories (registered by a plain Python import, say), each with its source's SHA-256."""
     from genlab.registry import imported_modules
 
-    return {"imports": [{"module": m, "sha256": module_sha256(m)} for m in imported_modules()],
-            "model_factory": _factory_of("model", model_name),
-            "dataset_factory": _factory_of("dataset", dataset_name)}
+    factories = {"model": _factory_of("model", model_name), "dataset": _factory_of("dataset", dataset_name)}
+    modules = list(imported_modules())
+    for ref in factories.values():
+        module = ref.split(":", 1)[0] if ref else None
+        if module and module != "__main__" and module not in modules and module in sys.modules:
+            modules.append(module)
+    return {"imports": [{"module": m, "sha256": module_sha256(m)} for m in modules],
+            "model_factory": factories["model"], "dataset_factory": factories["dataset"]}
 
 
 def code_problems(code: dict[str, Any], model_name: str, dataset_name: str) -> list[str]:
@@ -59,7 +66,7 @@ def code_problems(code: dict[str, Any], model_name: str, dataset_name: str) -> l
     here is a :class:`ConfigError` (exit 2): the verifier must pass ``--import``."""
     from genlab.registry import imported_modules
 
-    here = imported_modules()
+    here = set(imported_modules()) | set(sys.modules)   # --import, or imported by the verifying Python code
     missing = [m["module"] for m in code["imports"] if m["module"] not in here]
     if missing:
         flags = " ".join(f"--import {m}" for m in missing)

@@ -3,7 +3,7 @@
 A certificate is only as good as its weakest unchecked field, so every field is one of:
 
 - **recomputed** by :func:`~genlab.bounds.compression.certificate.verify` from the message, the data and the
-  declared settings (errors, bits, bounds, hashes, the codebook, the covered parameters);
+  declared settings (errors, bits, bounds, hashes, the codebook, the buffers coded, the covered parameters);
 - **checked against this process** (``code``): the ``--import`` modules the verifier passed must be the
   certified ones (same source SHA-256) and register the model and dataset with the same factories;
 - **cross-checked** against the fields that define the predictor (each recorded choice the predictor shows:
@@ -32,7 +32,7 @@ BOUND_KEYS = (*BOUND_NAMES, "catoni_gamma")   # the bounds, and the gamma Catoni
 MAX_PARAMETERS = 10 ** 8        # a network this size is 400 MB of float32: the largest a verifier builds
 MAX_MESSAGE_BYTES = 2 ** 26     # 64 MiB
 #: fields nothing can recompute: shown "as recorded", never as checked
-RECORDED_ONLY = ("environment", "training_run", "time_s", "settings")
+RECORDED_ONLY = ("environment", "training_run", "time_s", "settings", "original.source")
 _SHA256 = r"^[0-9a-f]{64}$"
 _FINGERPRINT = r"^[0-9a-f]{16}$"
 _SEED = Field(ge=0, lt=2 ** 63)
@@ -93,6 +93,13 @@ class QuantizationRecord(_Strict):
     codebook: list[float] = Field(min_length=1, max_length=256)
 
 
+class BufferRecord(_Strict):
+    """The buffers the message codes after ``w`` (base-model names, in order) and their codebook size ``L``."""
+
+    names: list[str] = Field(min_length=1, max_length=100_000)
+    levels: int = Field(ge=2, le=256)
+
+
 class PreprocessingRecord(_Strict):
     normalisation: str
     bits: int
@@ -112,6 +119,18 @@ class CodeRecord(_Strict):
     dataset_factory: str | None
 
 
+class OriginalRecord(_Strict):
+    """The network certified after the fact (``--from-model``): its weights beside the certificate, its test
+    error and its agreement with the certified predictor (all recomputed by verify; ``source`` recorded only)."""
+
+    file: Literal["original.safetensors"]
+    sha256: str = Field(pattern=_SHA256)
+    source: str
+    test_error: float = Field(ge=0, le=1)
+    test_agreement: float = Field(ge=0, le=1)
+    train_agreement: float = Field(ge=0, le=1)
+
+
 class Certificate(_Strict):
     """Every field of ``certificate.json``."""
 
@@ -122,6 +141,7 @@ class Certificate(_Strict):
     theta0_sha256: str = Field(pattern=_SHA256)
     prior: PriorRecord
     quantization: QuantizationRecord
+    buffers: BufferRecord | None = None  # None: the model has no buffers
     preprocessing: PreprocessingRecord
     grid: dict[str, list[Any]]
     choices: dict[str, Any]
@@ -147,6 +167,7 @@ class Certificate(_Strict):
     time_s: dict[str, float]
     settings: dict[str, Any] | None = None
     code: CodeRecord | None = None  # absent in certificates before 2026-12-02 (genlab's own models only)
+    original: OriginalRecord | None = None  # certified after the fact: the network the predictor was fitted to
 
 
 def parse_certificate(values: Any, source: str) -> Certificate:

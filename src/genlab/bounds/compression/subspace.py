@@ -15,9 +15,11 @@ Unit-norm columns make ``P P^T`` roughly a projection, so a learning rate means 
 ``theta``. The subspace may cover only some parameter groups (``groups``: name prefixes); the others stay at
 ``theta0``.
 
-:class:`SubspaceModel` wraps any model without buffers (no BatchNorm statistics: they would be part of the
-predictor and are not coded) as an ``nn.Module`` whose only parameter is ``w``, so the ordinary training loop,
-checkpoints and :class:`~genlab.objective.Objective` work unchanged.
+:class:`SubspaceModel` wraps any model as an ``nn.Module`` whose only parameter is ``w``, so the ordinary
+training loop, checkpoints and :class:`~genlab.objective.Objective` work unchanged. The base model's buffers
+(BatchNorm running statistics) are the wrapper's own buffers, updated by the forward pass in training mode as
+usual: they are part of the predictor, so a certificate codes them in its message
+(:mod:`~genlab.bounds.compression.buffers`), never recomputes them from data.
 """
 
 from __future__ import annotations
@@ -190,12 +192,6 @@ class SubspaceModel(nn.Module):
 
     def __init__(self, base: nn.Module, spec: ProjectionSpec):
         super().__init__()
-        buffers = [name for name, _ in base.named_buffers()]
-        if buffers:
-            shown = ", ".join(buffers[:3]) + (f" and {len(buffers) - 3} more" if len(buffers) > 3 else "")
-            raise ConfigError(f"subspace training needs a model without buffers (they would be part of the "
-                              f"predictor but not of the message); this one has {shown}: use --no-batchnorm "
-                              f"(genlab train and genlab bound) or another model")
         object.__setattr__(self, "base", base)   # not a submodule: its parameters are not ours to train
         self.spec = spec
         self.shapes = [(name, p.shape, p.numel()) for name, p in base.named_parameters()]
@@ -213,6 +209,11 @@ class SubspaceModel(nn.Module):
         else:
             self.row_scale = None
         self.w = nn.Parameter(torch.zeros(spec.d, dtype=theta0.dtype))
+        # the base's buffers, as ours (checkpointed, moved by .to()); positional names: a buffer's own name has dots
+        self.buffer_names = [name for name, _ in base.named_buffers()]
+        self.base_buffers = nn.Module()
+        for i, (_, b) in enumerate(base.named_buffers()):
+            self.base_buffers.register_buffer(f"b{i}", b.detach().clone())
         self.quantizer: nn.Module | None = None
         self.noise = 0.0
 
@@ -239,6 +240,19 @@ class SubspaceModel(nn.Module):
         """The base model's parameters as a name -> tensor dict (views of :meth:`theta`)."""
         return self.unflatten(self.theta(w))
 
+    def buffers_of_base(self) -> dict[str, torch.Tensor]:
+        """The base model's buffers under their own names (the tensors themselves: training updates them)."""
+        return {name: getattr(self.base_buffers, f"b{i}") for i, name in enumerate(self.buffer_names)}
+
+    def set_buffers(self, values: dict[str, torch.Tensor]) -> None:
+        """Copy ``values`` (name -> tensor, every buffer of the base) into the buffers."""
+        if sorted(values) != sorted(self.buffer_names):
+            raise ConfigError(f"buffers {sorted(values)} are not the model's {sorted(self.buffer_names)}")
+        own = self.buffers_of_base()
+        with torch.no_grad():
+            for name, value in values.items():
+                own[name].copy_(value)
+
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """A flat vector of the base model's size as a name -> tensor dict of views (e.g. of ``theta0``)."""
         out, offset = {}, 0
@@ -251,7 +265,7 @@ class SubspaceModel(nn.Module):
         base = self.base
         if base.training != self.training:
             base.train(self.training)
-        return functional_call(base, self.base_params(), (x,))
+        return functional_call(base, {**self.base_params(), **self.buffers_of_base()}, (x,))
 
     def extra_repr(self) -> str:
         return f"kind={self.spec.kind}, d={self.spec.d}, D={self.covered:,}, seed={self.spec.seed}"
@@ -293,11 +307,15 @@ def initialise_from_runs(config, model: nn.Module) -> None:
         state = _final_weights(prior, "subspace_prior")
         base = model.base
         names = [name for name, _ in base.named_parameters()]
-        if sorted(state) != sorted(names) or any(state[n].shape != p.shape for n, p in base.named_parameters()):
+        fits = sorted(state) == sorted(names + model.buffer_names) and all(
+            state[n].shape == p.shape for n, p in base.named_parameters())
+        if not fits:
             raise ConfigError(f"subspace_prior {prior}: its weights do not fit {config.model.name} "
                               f"(it must be a plain run of the same model and shape)")
         flat = torch.cat([state[n].reshape(-1) for n in names]).to(model.theta0)
         model.theta0.copy_(flat)
+        if model.buffer_names:   # a starting point only: the certified buffers are those the message codes
+            model.set_buffers({n: state[n] for n in model.buffer_names})
     if init_from is not None:
         state = _final_weights(init_from, "init_from")
         own = model.state_dict()

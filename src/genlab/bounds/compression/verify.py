@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from genlab.bounds.compression.certificate import (PREPROCESSING_BITS, VerificationError, check_choices_in_grid,
-                                                   evaluate_certificate, grid_bits, load_certificate_data,
+                                                   class_labels, evaluate_certificate, grid_bits, load_certificate_data,
                                                    rebuild_predictor, sha256_bytes)
-from genlab.bounds.compression.coding import decode_message, message_bits
+from genlab.bounds.compression.coding import message_bits
 from genlab.bounds.compression.provenance import code_problems
 from genlab.bounds.compression.record import (MAX_MESSAGE_BYTES, MAX_PARAMETERS, RECORDED_ONLY, Certificate,
                                               CertificateError, parse_certificate, predictor_choices)
@@ -167,14 +167,15 @@ def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 
         problems.append(f"prior.split {cert.prior.split} leaves no points to bound")
     if problems:
         raise VerificationError("certificate does not verify: " + "; ".join(problems))
-    decoded = decode_message(message, cert.projection.d, cert.quantization.levels, cert.quantization.symbol_model)
-    model = rebuild_predictor(values, message, prior_state, decoded=decoded)
+    model = rebuild_predictor(values, message, prior_state)   # checks the buffers' names and the codebook
     if model.covered != cert.projection.covered_parameters:
         problems.append(f"projection.covered_parameters: {model.covered} here, {cert.projection.covered_parameters} "
                         f"certified")
-    if [float(v) for v in decoded[1]] != cert.quantization.codebook:
-        problems.append("quantization.codebook differs from the codebook the message holds")
     figures = evaluate_certificate(values, message, data, prior_state, model=model)
+    if cert.original is not None:   # after the fact: the original's weights lie beside the certificate
+        from genlab.bounds.compression.original import original_problems
+
+        problems += original_problems(cert, folder, data, model, class_labels, tolerance)
     for key in ("n", "train_errors", "test_errors", "message_bits"):
         if figures[key] != getattr(cert, key):
             problems.append(f"{key}: recomputed {figures[key]}, certified {getattr(cert, key)}")
@@ -189,4 +190,10 @@ def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 
             problems.append(f"bounds.{name}: recomputed {value:.6f}, certified {cert.bounds[name]}")
     if problems:
         raise VerificationError("certificate does not verify: " + "; ".join(problems))
-    return {**figures, "recorded_only": [k for k in RECORDED_ONLY if values.get(k) is not None]}
+    return {**figures, "recorded_only": [k for k in RECORDED_ONLY if _field(values, k) is not None]}
+
+
+def _field(values: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        values = values.get(part) if isinstance(values, dict) else None
+    return values
