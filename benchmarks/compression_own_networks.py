@@ -4,6 +4,9 @@ ordinary way certified after the fact, on 2 CPU cores, every certificate verifie
 - ``resnet-bn-fashion-mnist``: genlab's ``resnet`` (depth 8, BatchNorm kept: its running statistics are coded in
   the message and charged) in a quantized subspace on all 60,000 Fashion-MNIST images; target: non-vacuous
   (below the error of always predicting the most frequent class), within 30 minutes end to end.
+- ``resnet-bn-mnist-data-dependent``: a ResNet-8 with BatchNorm trained on the first 30,000 MNIST images is the
+  prior centre (its running statistics kept fixed, part of the prior); the bound is on the other 30,000; target:
+  at most 2% (issue 18), within 30 minutes.
 - ``lenet5-after-the-fact-mnist``: LeNet-5 trained normally on MNIST (``genlab train``, no subspace), then
   ``genlab bound --from-model`` on its run: a compressed predictor fitted to its probabilities is certified;
   target: non-vacuous, with the agreement between the two on the test set recorded, the whole (plain training
@@ -29,11 +32,18 @@ from genlab.train import train
 LIMIT_S = 1800
 # what was searched: the reproduction's grid plus the choices these rows add (all charged)
 GRID = {**DEFAULT_GRID, **SEARCHED, "model": ["cnn", "lenet5", "mlp", "resnet"], "width": [None, 8, 12, 16, 64],
-        "epochs": [*SEARCHED["epochs"], 8], "qat_epochs": [*SEARCHED["qat_epochs"], 4]}
+        "epochs": [*SEARCHED["epochs"], 8], "qat_epochs": [*SEARCHED["qat_epochs"], 4],
+        "prior_epochs": [*SEARCHED["prior_epochs"], 8], "subspace_buffers": ["train", "prior"]}
+DD_GRID = {**GRID, "prior_split": [None, 20000, 30000]}
 # width 8: a ResNet-8 epoch on 60,000 images takes about 50 s on 2 cores (width 16: 140 s)
 RESNET = dict(dataset="fashion-mnist", model="resnet", depth=8, width=8, intrinsic_dim=2000, projection="sparse",
               projection_scale="fan-in", lr=0.05, epochs=8, batch_size=128, quant_levels=5, quant_stages=4,
               qat_epochs=4, qat_lr=0.01)
+# data-dependent: a ResNet-8 with BatchNorm as the prior centre on the first 30,000 images (its statistics kept:
+# part of the prior, charged nothing), a 50-dimensional subspace around it fitted on all 60,000
+RESNET_DD = dict(dataset="mnist", model="resnet", depth=8, width=16, intrinsic_dim=50, projection="sparse", lr=0.03,
+                 epochs=5, batch_size=128, quant_levels=3, qat_epochs=2, qat_lr=0.003, prior_split=30000,
+                 prior_epochs=8, prior_lr=0.001, subspace_buffers="prior")
 PLAIN_LENET = dict(dataset="mnist", model="lenet5", optimizer="adam", lr=0.001, epochs=3, batch_size=128)
 
 
@@ -67,6 +77,15 @@ def main() -> dict:
                 f"{100 * r['constant_predictor_error']:.0f}%)"] = not r["vacuous"]
         targets["resnet-bn-fashion-mnist: verifies"] = r["verified"]
         targets[f"resnet-bn-fashion-mnist: within 30 min ({r['wall_time_s'] / 60:.1f} min)"] = \
+            r["wall_time_s"] <= LIMIT_S
+
+        t0 = time.perf_counter()
+        out = root / "resnet-bn-dd"
+        cert = compression_bound(BoundConfig(**RESNET_DD, grid=DD_GRID), out, quiet=True)
+        r = figures["resnet-bn-mnist-data-dependent"] = _row(cert, out, time.perf_counter() - t0)
+        targets[f"resnet-bn-mnist-data-dependent: bound {100 * r['bound']:.2f}% <= 2%"] = r["bound"] <= 0.02
+        targets["resnet-bn-mnist-data-dependent: verifies"] = r["verified"]
+        targets[f"resnet-bn-mnist-data-dependent: within 30 min ({r['wall_time_s'] / 60:.1f} min)"] = \
             r["wall_time_s"] <= LIMIT_S
 
         t0 = time.perf_counter()

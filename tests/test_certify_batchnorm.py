@@ -112,3 +112,52 @@ def test_tampered_statistics_or_names_do_not_verify(resnet_bound, tmp_path):
     (copy / "certificate.json").write_text(json.dumps(data))
     with pytest.raises(VerificationError, match="buffers"):
         verify(copy)
+
+
+def test_frozen_buffers_normalise_with_the_fixed_statistics_in_training():
+    torch.manual_seed(0)
+    model = SubspaceModel(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), ProjectionSpec("dense", 2, seed=0))
+    model.frozen_buffers = True
+    before = {k: v.clone() for k, v in model.buffers_of_base().items()}
+    x = torch.randn(16, 3)
+    train_out = model.train()(x)
+    assert all(torch.equal(before[k], v) for k, v in model.buffers_of_base().items())   # never updated
+    assert torch.allclose(train_out, model.eval()(x))                                   # running statistics used
+    model.train()(x)                                                                     # and again after eval()
+    assert all(torch.equal(before[k], v) for k, v in model.buffers_of_base().items())
+
+
+def test_prior_buffers_need_a_data_dependent_bound():
+    from genlab.errors import ConfigError
+    from genlab.settings.bound import bound_config
+
+    with pytest.raises(ConfigError, match="subspace_buffers: prior keeps a trained prior centre's statistics"):
+        bound_config({"model": "resnet", "subspace_buffers": "prior"})
+
+
+def test_data_dependent_bound_keeps_the_prior_centres_statistics(tmp_path):
+    from genlab.bounds.compression.certificate import DEFAULT_GRID
+    from genlab.bounds.compression.record import CertificateError
+    from genlab.train.checkpoint import load_state_dict
+
+    out = tmp_path / "dd"
+    cert = compression_bound(BoundConfig(dataset="digits", model="resnet", depth=8, width=8, intrinsic_dim=50,
+                                         epochs=2, quant_levels=3, qat_epochs=1, lr=0.02, prior_split=700,
+                                         prior_epochs=4, prior_lr=0.01, subspace_buffers="prior",
+                                         grid={**DEFAULT_GRID, "prior_split": [None, 700]}), out, quiet=True)
+    assert cert["buffers"]["source"] == "prior" and len(cert["buffers"]["names"]) == 27
+    message = (out / "message.bin").read_bytes()
+    assert decode_chunk(message, 0, 50, cert["quantization"]["levels"])[2] == len(message)   # nothing coded
+    prior = load_state_dict(out / "prior" / "model.safetensors")
+    rebuilt = rebuild_predictor(cert, message, load_state_dict(out / "prior.safetensors"))
+    assert all(torch.equal(v, prior[k]) for k, v in rebuilt.buffers_of_base().items())
+    assert verify(out)["train_errors"] == cert["train_errors"]
+    data = json.loads((out / "certificate.json").read_text())
+    data["buffers"]["source"] = "message"            # claim coded statistics: the message holds none
+    (out / "certificate.json").write_text(json.dumps(data))
+    with pytest.raises((VerificationError, MessageError)):
+        verify(out)
+    data["buffers"]["source"], data["prior"] = "prior", {"kind": "init", "split": 0, "file": None, "sha256": None}
+    (out / "certificate.json").write_text(json.dumps(data))
+    with pytest.raises(CertificateError, match="source prior needs a trained prior centre"):
+        verify(out)

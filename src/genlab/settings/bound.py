@@ -97,6 +97,9 @@ class BoundConfig(BoundStages):
     def _subspace(self) -> BoundConfig:
         if self.train.plugins.subspace.intrinsic_dim is None:
             raise ValueError("intrinsic_dim: a compression bound trains in a subspace; give its dimension")
+        if self.train.plugins.subspace.subspace_buffers == "prior" and self.prior_split is None:
+            raise ValueError("subspace_buffers: prior keeps a trained prior centre's statistics; it needs "
+                             "prior_split (a data-dependent bound)")
         return self
 
     @classmethod

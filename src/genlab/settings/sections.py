@@ -178,13 +178,17 @@ class SubspaceSettings(Section):
                                                          "initialisation from seed")
     subspace_noise: float = Field(0.0, ge=0.0, description="std of Gaussian noise added to w in training forward "
                                                           "passes (flat minima that survive quantization)")
+    subspace_buffers: Literal["train", "prior"] = Field(
+        "train", description="BatchNorm statistics: train them with w (coded in a certificate's message), or keep "
+                             "subspace_prior's fixed (normalising with them; part of a data-dependent prior)")
 
     @model_validator(mode="after")
     def _needs_dim(self):
         if self.intrinsic_dim is None and (self.subspace_prior is not None or self.projection_groups
-                                           or self.subspace_noise > 0 or self.projection_scale != "none"):
-            raise ValueError("subspace_prior, subspace_noise, projection_groups and projection_scale need "
-                             "intrinsic_dim (subspace training)")
+                                           or self.subspace_noise > 0 or self.projection_scale != "none"
+                                           or self.subspace_buffers != "train"):
+            raise ValueError("subspace_prior, subspace_noise, subspace_buffers, projection_groups and "
+                             "projection_scale need intrinsic_dim (subspace training)")
         return self
 
 

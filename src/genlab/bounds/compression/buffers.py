@@ -165,6 +165,8 @@ def decode_buffers(message: bytes, offset: int, templates: dict[str, torch.Tenso
     return {name: out[name] for name in templates}, offset
 
 
-def buffer_record(names: list[str], levels: int) -> dict | None:
-    """The certificate's ``buffers`` field: the coded buffers' names and ``L`` (``None``: the model has none)."""
-    return {"names": list(names), "levels": levels} if names else None
+def buffer_record(names: list[str], levels: int, source: str = "message") -> dict | None:
+    """The certificate's ``buffers`` field: the buffers' names, ``L`` and where they come from (``message``:
+    coded after ``w``; ``prior``: the data-dependent prior centre's, fixed, in ``prior.safetensors``); ``None``:
+    the model has none."""
+    return {"names": list(names), "levels": levels, "source": source} if names else None

@@ -95,8 +95,11 @@ def build_base(cert: dict[str, Any], prior_state: dict[str, torch.Tensor] | None
                        depth=spec["depth"], dropout=spec["dropout"], activation=spec["activation"],
                        batchnorm=spec["batchnorm"], **spec["options"])
     base = base.to(torch.float32)
-    if prior_state is not None:   # the prior centre's parameters; the buffers come from the message
+    if prior_state is not None:   # the prior centre's parameters (and buffers when they are the prior's)
         buffers = {name for name, _ in base.named_buffers()}
+        if (cert.get("buffers") or {}).get("source") == "prior" and not buffers <= set(prior_state):
+            raise VerificationError(f"the certificate keeps the prior centre's buffers, but its file lacks "
+                                    f"{sorted(buffers - set(prior_state))[:3]}")
         try:
             missing, unexpected = base.load_state_dict(prior_state, strict=False)
         except RuntimeError as err:
@@ -116,8 +119,9 @@ def decode_predictor(message: bytes, cert: dict[str, Any], model: SubspaceModel)
     """
     p, q = cert["projection"], cert["quantization"]
     symbols, codebook, end = decode_chunk(message, 0, p["d"], q["levels"], q["symbol_model"])
-    levels = (cert.get("buffers") or {}).get("levels", BUFFER_LEVELS)
-    buffers, end = decode_buffers(message, end, model.buffers_of_base(), levels, q["symbol_model"])
+    record = cert.get("buffers") or {}
+    templates = {} if record.get("source") == "prior" else model.buffers_of_base()
+    buffers, end = decode_buffers(message, end, templates, record.get("levels", BUFFER_LEVELS), q["symbol_model"])
     if end != len(message):
         raise MessageError(f"message is followed by {len(message) - end} extra bytes after its last part")
     return symbols, codebook, buffers
@@ -150,7 +154,8 @@ def rebuild_predictor(cert: dict[str, Any], message: bytes,
         raise VerificationError("quantization.codebook differs from the codebook the message holds")
     with torch.no_grad():
         model.w.copy_(codebook[symbols])
-    model.set_buffers(buffers)
+    if buffers:
+        model.set_buffers(buffers)
     return model.eval()
 
 
@@ -271,6 +276,8 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
             raise ConfigError(f"subspace_prior {prior_run}: a data-dependent bound needs a prior trained "
                               f"on the first m < n points of the same dataset (n_train = m), same seed and labels")
         prior_state = {k: v.detach().clone() for k, v in model.unflatten(model.theta0).items()}
+        if model.frozen_buffers:   # the prior centre's statistics, kept fixed: part of the prior, not the message
+            prior_state.update(_prior_buffers(prior_run, model))
         from genlab.train.checkpoint import save_state_dict
 
         save_state_dict(out / "prior.safetensors", prior_state, metadata={"format": "genlab-prior-1"})
@@ -287,7 +294,8 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
     if not 2 <= buffer_levels <= 256:
         raise ConfigError(f"buffer_levels must lie in [2, 256], got {buffer_levels}")
     buffers = {k: v.detach().cpu() for k, v in model.buffers_of_base().items()}
-    message = encode_message(symbols, codebook, symbol_model) + encode_buffers(buffers, buffer_levels, symbol_model)
+    coded = {} if model.frozen_buffers else buffers
+    message = encode_message(symbols, codebook, symbol_model) + encode_buffers(coded, buffer_levels, symbol_model)
     decoded_symbols, decoded_book, _ = decode_chunk(message, 0, model.spec.d, codebook.numel(), symbol_model)
     if not (torch.equal(decoded_symbols, symbols.cpu()) and torch.equal(decoded_book, codebook)):
         raise GenlabError("internal error: the message does not decode to the quantized coordinates")
@@ -314,7 +322,7 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
         "prior": prior,
         "quantization": {"levels": codebook.numel(), "symbol_model": symbol_model,
                          "codebook": [float(v) for v in codebook]},
-        "buffers": buffer_record(model.buffer_names, buffer_levels),
+        "buffers": buffer_record(model.buffer_names, buffer_levels, "prior" if model.frozen_buffers else "message"),
         "preprocessing": {"normalisation": run.data.info.get("normalisation", "dataset default"),
                           "bits": PREPROCESSING_BITS},
         "grid": grid,
@@ -349,6 +357,20 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
 
     write_json_atomic(out / "certificate.json", cert)
     return cert
+
+
+def _prior_buffers(prior_run: str, model: SubspaceModel) -> dict[str, torch.Tensor]:
+    """The prior run's buffers, which a run with fixed buffers must still hold unchanged."""
+    from genlab.train.checkpoint import load_state_dict
+    from genlab.train.run_dir import RunDir
+
+    state = load_state_dict(RunDir(prior_run).model)
+    own = model.buffers_of_base()
+    changed = [n for n in model.buffer_names if n not in state or not torch.equal(state[n].to(own[n]), own[n])]
+    if changed:
+        raise ConfigError(f"subspace_buffers prior: the run's buffers ({changed[0]}, ...) are not the prior "
+                          f"centre's; was it trained with them fixed?")
+    return {n: own[n].detach().clone() for n in model.buffer_names}
 
 
 def _run_choices(config) -> dict[str, Any]:

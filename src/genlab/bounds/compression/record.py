@@ -94,10 +94,12 @@ class QuantizationRecord(_Strict):
 
 
 class BufferRecord(_Strict):
-    """The buffers the message codes after ``w`` (base-model names, in order) and their codebook size ``L``."""
+    """The predictor's buffers (base-model names, in order), their levels ``L`` and their source: coded in the
+    message after ``w``, or fixed at a trained prior centre's (in ``prior.safetensors``)."""
 
     names: list[str] = Field(min_length=1, max_length=100_000)
     levels: int = Field(ge=2, le=256)
+    source: Literal["message", "prior"] = "message"   # prior: a trained prior centre's, in its file
 
 
 class PreprocessingRecord(_Strict):
@@ -186,6 +188,8 @@ def parse_certificate(values: Any, source: str) -> Certificate:
         if value is not None and (value in ("", ".", "..") or "/" in value or "\\" in value):
             raise CertificateError(f"{source}: field {name} must name a file in the certificate's directory "
                                    f"(got {value!r})")
+    if cert.buffers is not None and cert.buffers.source == "prior" and cert.prior.kind != "trained":
+        raise CertificateError(f"{source}: field buffers: source prior needs a trained prior centre")
     if set(cert.bounds) != set(BOUND_KEYS):
         raise CertificateError(f"{source}: field bounds must hold exactly {', '.join(BOUND_KEYS)}")
     if any(not v for v in cert.grid.values()):

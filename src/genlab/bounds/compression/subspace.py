@@ -216,6 +216,10 @@ class SubspaceModel(nn.Module):
             self.base_buffers.register_buffer(f"b{i}", b.detach().clone())
         self.quantizer: nn.Module | None = None
         self.noise = 0.0
+        # fixed statistics (a prior centre's): the modules holding buffers normalise with them even in training
+        self.frozen_buffers = False
+        self._buffer_modules = [m for m in base.modules()
+                                if m is not base and any(True for _ in m.buffers(recurse=False))]
 
     def effective_w(self) -> torch.Tensor:
         """The ``w`` the forward pass uses: quantized (straight-through) when a quantizer is attached; in
@@ -265,6 +269,9 @@ class SubspaceModel(nn.Module):
         base = self.base
         if base.training != self.training:
             base.train(self.training)
+        if self.frozen_buffers and self.training:
+            for module in self._buffer_modules:
+                module.eval()
         return functional_call(base, {**self.base_params(), **self.buffers_of_base()}, (x,))
 
     def extra_repr(self) -> str:
@@ -286,6 +293,11 @@ def subspace_model(config, base: nn.Module) -> SubspaceModel:
         if quant.quant_stages > 1:
             model.quantizer.mask.zero_()   # ProgressiveQuantization fills it stage by stage
     model.noise = sub.subspace_noise
+    if sub.subspace_buffers == "prior":
+        if sub.subspace_prior is None:
+            raise ConfigError("subspace_buffers prior keeps the prior centre's BatchNorm statistics: it needs "
+                              "subspace_prior (genlab bound: --prior-split)")
+        model.frozen_buffers = True
     return model
 
 
