@@ -86,6 +86,7 @@ class Distillation(Callback):
     Args:
         original: the original network (eval mode) or ``None`` with ``targets`` given.
         temperature: ``T`` of ``softmax(f / T)``.
+        source: where the original came from (recorded in the plugin's settings).
         targets: the soft targets of every training example (computed from ``original`` otherwise).
     """
 

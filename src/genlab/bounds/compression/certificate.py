@@ -85,16 +85,21 @@ def check_choices_in_grid(choices: dict[str, Any], grid: dict[str, list]) -> Non
 
 
 # --------------------------------------------------------------------------- rebuilding the predictor
-def build_base(cert: dict[str, Any], prior_state: dict[str, torch.Tensor] | None) -> torch.nn.Module:
-    """The base network with parameters ``theta0``: seeded initialisation, or the prior centre's weights."""
+def build_architecture(spec: dict[str, Any]) -> torch.nn.Module:
+    """The network a certificate's ``model`` field names (PyTorch's default initialisation, from the global
+    seed): the one place a certificate's architecture becomes a module."""
     from genlab.models import build_model
 
-    spec = cert["model"]
-    torch.manual_seed(spec["seed"])
-    base = build_model(spec["name"], tuple(spec["input_shape"]), spec["output_dim"], width=spec["width"],
+    return build_model(spec["name"], tuple(spec["input_shape"]), spec["output_dim"], width=spec["width"],
                        depth=spec["depth"], dropout=spec["dropout"], activation=spec["activation"],
                        batchnorm=spec["batchnorm"], **spec["options"])
-    base = base.to(torch.float32)
+
+
+def build_base(cert: dict[str, Any], prior_state: dict[str, torch.Tensor] | None) -> torch.nn.Module:
+    """The base network with parameters ``theta0``: seeded initialisation, or the prior centre's weights."""
+    spec = cert["model"]
+    torch.manual_seed(spec["seed"])
+    base = build_architecture(spec).to(torch.float32)
     if prior_state is not None:   # the prior centre's parameters (and buffers when they are the prior's)
         buffers = {name for name, _ in base.named_buffers()}
         if (cert.get("buffers") or {}).get("source") == "prior" and not buffers <= set(prior_state):

@@ -28,12 +28,10 @@ FILE = "original.safetensors"
 
 
 def _build(spec: dict[str, Any]) -> torch.nn.Module:
-    from genlab.models import build_model
+    from genlab.bounds.compression.certificate import build_architecture
 
     with torch.random.fork_rng(devices=[]):   # only the architecture: the weights are loaded
-        return build_model(spec["name"], tuple(spec["input_shape"]), spec["output_dim"], width=spec["width"],
-                           depth=spec["depth"], dropout=spec["dropout"], activation=spec["activation"],
-                           batchnorm=spec["batchnorm"], **spec["options"]).to(torch.float32)
+        return build_architecture(spec).to(torch.float32)
 
 
 def model_spec(train_config, data) -> dict[str, Any]:

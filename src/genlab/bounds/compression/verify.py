@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from genlab.bounds.compression.certificate import (PREPROCESSING_BITS, VerificationError, check_choices_in_grid,
-                                                   class_labels, evaluate_certificate, grid_bits, load_certificate_data,
-                                                   rebuild_predictor, sha256_bytes)
+from genlab.bounds.compression.certificate import (PREPROCESSING_BITS, VerificationError, build_architecture,
+                                                   check_choices_in_grid, class_labels, evaluate_certificate,
+                                                   grid_bits, load_certificate_data, rebuild_predictor,
+                                                   sha256_bytes)
 from genlab.bounds.compression.coding import message_bits
 from genlab.bounds.compression.provenance import code_problems
 from genlab.bounds.compression.record import (MAX_MESSAGE_BYTES, MAX_PARAMETERS, RECORDED_ONLY, Certificate,
@@ -64,17 +65,13 @@ def _read_beside(folder: Path, name: str, what: str, limit: int = MAX_MESSAGE_BY
 def check_sizes(cert: Certificate) -> int:
     """The number of parameters of the certified network, counted without allocating it; refuses sizes a
     verifier should not build. Returns the covered parameter count it implies (checked later against the model)."""
-    from genlab.models import build_model
-
     spec = cert.model
     pixels = math.prod(spec.input_shape)
     if pixels > 10 ** 7 or min(spec.input_shape) < 1:
         raise CertificateError(f"model.input_shape {spec.input_shape}: not a plausible input shape")
     try:
         with torch.device("meta"):
-            base = build_model(spec.name, tuple(spec.input_shape), spec.output_dim, width=spec.width,
-                               depth=spec.depth, dropout=spec.dropout, activation=spec.activation,
-                               batchnorm=spec.batchnorm, **spec.options)
+            base = build_architecture(spec.model_dump())
     except ConfigError as err:
         raise CertificateError(f"field model: {err}") from None
     total = sum(p.numel() for p in base.parameters())
