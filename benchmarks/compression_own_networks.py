@@ -12,17 +12,19 @@ ordinary way certified after the fact, on 2 CPU cores, every certificate verifie
   target: non-vacuous, with the agreement between the two on the test set recorded, the whole (plain training
   included) within 30 minutes.
 
-``GENLAB_OWN_OUT=DIR`` keeps the runs and certificates in DIR.
+``GENLAB_OWN_OUT=DIR`` keeps the runs and certificates in DIR; ``GENLAB_OWN_ROWS=NAME,...`` reruns only those rows
+and keeps the others' recorded figures (each row records its date).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import record
+from benchmarks.common import RESULTS, record
 from genlab.bounds.compression import DEFAULT_GRID, BoundConfig, compression_bound, verify
 from genlab.bounds.compression.coding import decode_chunk
 from genlab.config import TrainConfig
@@ -62,47 +64,77 @@ def _row(cert: dict, out: Path, wall: float) -> dict:
             "wall_time_s": wall, "verified": figures["bound"] == cert["bound"], "original": cert.get("original")}
 
 
+def _resnet_fashion(root: Path, targets: dict) -> dict:
+    t0 = time.perf_counter()
+    out = root / "resnet-bn"
+    cert = compression_bound(BoundConfig(**RESNET, grid=GRID), out, quiet=True)
+    r = _row(cert, out, time.perf_counter() - t0)
+    name = "resnet-bn-fashion-mnist"
+    targets[f"{name}: BatchNorm kept and coded ({r['buffers_coded']} buffers, {r['buffer_bits']:,} bits)"] = \
+        r["batchnorm"] and r["buffers_coded"] > 0
+    targets[f"{name}: non-vacuous ({100 * r['bound']:.2f}% < {100 * r['constant_predictor_error']:.0f}%)"] = \
+        not r["vacuous"]
+    targets[f"{name}: verifies"] = r["verified"]
+    targets[f"{name}: within 30 min ({r['wall_time_s'] / 60:.1f} min)"] = r["wall_time_s"] <= LIMIT_S
+    return r
+
+
+def _resnet_data_dependent(root: Path, targets: dict) -> dict:
+    t0 = time.perf_counter()
+    out = root / "resnet-bn-dd"
+    cert = compression_bound(BoundConfig(**RESNET_DD, grid=DD_GRID), out, quiet=True)
+    r = _row(cert, out, time.perf_counter() - t0)
+    name = "resnet-bn-mnist-data-dependent"
+    targets[f"{name}: bound {100 * r['bound']:.2f}% <= 2%"] = r["bound"] <= 0.02
+    targets[f"{name}: verifies"] = r["verified"]
+    targets[f"{name}: within 30 min ({r['wall_time_s'] / 60:.1f} min)"] = r["wall_time_s"] <= LIMIT_S
+    return r
+
+
+def _lenet_after_the_fact(root: Path, targets: dict) -> dict:
+    t0 = time.perf_counter()
+    plain = train(TrainConfig(**PLAIN_LENET), root / "lenet5-plain", quiet=True)
+    plain_s = time.perf_counter() - t0
+    out = root / "lenet5-after"
+    cert = compression_bound(BoundConfig(dataset="mnist", **LENET, epochs=20, qat_epochs=30, batch_size=128,
+                                         quant_levels=5, projection="sparse", grid=GRID,
+                                         from_model=str(root / "lenet5-plain")), out, quiet=True)
+    r = _row(cert, out, time.perf_counter() - t0)
+    r["plain_training_s"], r["plain_test_accuracy"] = plain_s, plain.summary["test_accuracy"]
+    o, name = r["original"], "lenet5-after-the-fact-mnist"
+    targets[f"{name}: non-vacuous ({100 * r['bound']:.2f}%), agreement with the original "
+            f"{100 * o['test_agreement']:.2f}% on the test set"] = not r["vacuous"]
+    targets[f"{name}: verifies (agreement recomputed)"] = r["verified"]
+    targets[f"{name}: within 30 min with the plain training ({r['wall_time_s'] / 60:.1f} min)"] = \
+        r["wall_time_s"] <= LIMIT_S
+    return r
+
+
+ROWS = {"resnet-bn-fashion-mnist": _resnet_fashion, "resnet-bn-mnist-data-dependent": _resnet_data_dependent,
+        "lenet5-after-the-fact-mnist": _lenet_after_the_fact}
+
+
 def main() -> dict:
+    """Every row, or (``GENLAB_OWN_ROWS=a,b``) only those, keeping the other rows' recorded figures and
+    targets (each row records its own date)."""
     keep = os.environ.get("GENLAB_OWN_OUT")
+    chosen = [r for r in os.environ.get("GENLAB_OWN_ROWS", "").split(",") if r] or list(ROWS)
+    unknown = sorted(set(chosen) - set(ROWS))
+    if unknown:
+        raise SystemExit(f"GENLAB_OWN_ROWS: unknown rows {unknown}; allowed: {', '.join(ROWS)}")
     figures, targets = {}, {}
+    previous = RESULTS / "compression_own_networks.json"
+    if set(chosen) != set(ROWS) and previous.is_file():
+        old = json.loads(previous.read_text())
+        figures = {k: v for k, v in old["figures"].items() if k not in chosen}
+        targets = {k: v for k, v in old["targets"].items() if k.split(":", 1)[0] not in chosen}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(keep) if keep else Path(tmp)
-        t0 = time.perf_counter()
-        out = root / "resnet-bn"
-        cert = compression_bound(BoundConfig(**RESNET, grid=GRID), out, quiet=True)
-        r = figures["resnet-bn-fashion-mnist"] = _row(cert, out, time.perf_counter() - t0)
-        targets[f"resnet-bn-fashion-mnist: BatchNorm kept and coded ({r['buffers_coded']} buffers, "
-                f"{r['buffer_bits']:,} bits)"] = r["batchnorm"] and r["buffers_coded"] > 0
-        targets[f"resnet-bn-fashion-mnist: non-vacuous ({100 * r['bound']:.2f}% < "
-                f"{100 * r['constant_predictor_error']:.0f}%)"] = not r["vacuous"]
-        targets["resnet-bn-fashion-mnist: verifies"] = r["verified"]
-        targets[f"resnet-bn-fashion-mnist: within 30 min ({r['wall_time_s'] / 60:.1f} min)"] = \
-            r["wall_time_s"] <= LIMIT_S
-
-        t0 = time.perf_counter()
-        out = root / "resnet-bn-dd"
-        cert = compression_bound(BoundConfig(**RESNET_DD, grid=DD_GRID), out, quiet=True)
-        r = figures["resnet-bn-mnist-data-dependent"] = _row(cert, out, time.perf_counter() - t0)
-        targets[f"resnet-bn-mnist-data-dependent: bound {100 * r['bound']:.2f}% <= 2%"] = r["bound"] <= 0.02
-        targets["resnet-bn-mnist-data-dependent: verifies"] = r["verified"]
-        targets[f"resnet-bn-mnist-data-dependent: within 30 min ({r['wall_time_s'] / 60:.1f} min)"] = \
-            r["wall_time_s"] <= LIMIT_S
-
-        t0 = time.perf_counter()
-        plain = train(TrainConfig(**PLAIN_LENET), root / "lenet5-plain", quiet=True)
-        plain_s = time.perf_counter() - t0
-        out = root / "lenet5-after"
-        cert = compression_bound(BoundConfig(dataset="mnist", **LENET, epochs=20, qat_epochs=30, batch_size=128,
-                                             quant_levels=5, projection="sparse", grid=GRID,
-                                             from_model=str(root / "lenet5-plain")), out, quiet=True)
-        r = figures["lenet5-after-the-fact-mnist"] = _row(cert, out, time.perf_counter() - t0)
-        r["plain_training_s"], r["plain_test_accuracy"] = plain_s, plain.summary["test_accuracy"]
-        o = r["original"]
-        targets[f"lenet5-after-the-fact-mnist: non-vacuous ({100 * r['bound']:.2f}%), agreement with the "
-                f"original {100 * o['test_agreement']:.2f}% on the test set"] = not r["vacuous"]
-        targets["lenet5-after-the-fact-mnist: verifies (agreement recomputed)"] = r["verified"]
-        targets[f"lenet5-after-the-fact-mnist: within 30 min with the plain training "
-                f"({r['wall_time_s'] / 60:.1f} min)"] = r["wall_time_s"] <= LIMIT_S
+        for name in chosen:
+            figures[name] = {**ROWS[name](root, targets), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    order = list(ROWS)
+    figures = {k: figures[k] for k in sorted(figures, key=order.index)}
+    targets = dict(sorted(targets.items(), key=lambda kv: order.index(kv[0].split(":", 1)[0])))
     return record("compression_own_networks", figures, targets)
 
 
