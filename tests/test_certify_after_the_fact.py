@@ -76,6 +76,14 @@ def test_certificate_reports_agreement_with_the_original(original_run, after_the
     assert figures["bound"] == cert["bound"] and "original.source" in figures["recorded_only"]
 
 
+def test_verify_cli_says_what_was_certified(after_the_fact, capsys):
+    out, cert = after_the_fact
+    assert cli_main(["verify", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "verified" in lines[0] and "the bound is for the compressed predictor" in lines[1]
+    assert f"{100 * cert['original']['test_agreement']:.2f}%" in lines[1]
+
+
 def test_forged_agreement_or_swapped_original_does_not_verify(after_the_fact, original_run, tmp_path):
     out, _ = after_the_fact
     copy = tmp_path / "forged"
