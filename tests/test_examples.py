@@ -60,7 +60,8 @@ def test_certify_own_network_example_after_the_fact_and_verified_elsewhere(tmp_p
     assert cert["code"]["model_factory"] == "examples_module:bn_cnn"
     assert [m["module"] for m in cert["code"]["imports"]] == ["examples_module"]   # hashed, to pass to --import
     assert 0.5 < cert["original"]["test_agreement"] <= 1
-    assert "verified" in stdout.splitlines()[-1]
+    assert any(": verified -- " in line for line in stdout.splitlines()[-2:])
+    assert "the bound is for the compressed predictor" in stdout.splitlines()[-1]
 
 
 def test_own_loop_example():
