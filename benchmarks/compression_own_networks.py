@@ -65,11 +65,15 @@ def _row(cert: dict, out: Path, wall: float) -> dict:
             "wall_time_s": wall, "verified": figures["bound"] == cert["bound"], "original": cert.get("original")}
 
 
-def _resnet_fashion(root: Path, targets: dict) -> dict:
+def _certified(out: Path, settings: BoundConfig) -> dict:
+    """One ``genlab bound`` pipeline into ``out``, verified, as a row of figures (with its wall time)."""
     t0 = time.perf_counter()
-    out = root / "resnet-bn"
-    cert = compression_bound(BoundConfig(**RESNET, grid=GRID), out, quiet=True)
-    r = _row(cert, out, time.perf_counter() - t0)
+    cert = compression_bound(settings, out, quiet=True)
+    return _row(cert, out, time.perf_counter() - t0)
+
+
+def _resnet_fashion(root: Path, targets: dict) -> dict:
+    r = _certified(root / "resnet-bn", BoundConfig(**RESNET, grid=GRID))
     name = "resnet-bn-fashion-mnist"
     targets[f"{name}: BatchNorm kept and coded ({r['buffers_coded']} buffers, {r['buffer_bits']:,} bits)"] = \
         r["batchnorm"] and r["buffers_coded"] > 0
@@ -81,10 +85,7 @@ def _resnet_fashion(root: Path, targets: dict) -> dict:
 
 
 def _resnet_data_dependent(root: Path, targets: dict) -> dict:
-    t0 = time.perf_counter()
-    out = root / "resnet-bn-dd"
-    cert = compression_bound(BoundConfig(**RESNET_DD, grid=DD_GRID), out, quiet=True)
-    r = _row(cert, out, time.perf_counter() - t0)
+    r = _certified(root / "resnet-bn-dd", BoundConfig(**RESNET_DD, grid=DD_GRID))
     name = "resnet-bn-mnist-data-dependent"
     targets[f"{name}: bound {100 * r['bound']:.2f}% <= 2%"] = r["bound"] <= 0.02
     targets[f"{name}: verifies"] = r["verified"]

@@ -204,15 +204,14 @@ def verify_cmd(
     data_dir: Annotated[Optional[str], Opt(help="Directory of dataset files (default $GENLAB_DATA).")] = None,
 ) -> None:
     """Rebuild a certified predictor from its certificate and message alone; recheck its error and bound."""
-    from genlab.bounds.compression.verify import read_certificate, verify
+    from genlab.bounds.compression.verify import verify
 
     f = verify(certificate, data_dir=data_dir)
     print(f"{certificate}: verified -- {f['train_errors']} errors on {f['n']:,} points "
           f"({100 * f['train_error']:.2f}%), {f['message_bits']:,} message bits, bound {100 * f['bound']:.2f}%"
           f"{_vacuous(f)}")
-    cert, _ = read_certificate(certificate)
-    if cert.get("original"):   # its agreement figures were recomputed by verify
-        print(_original(cert))
+    if f.get("original"):   # its agreement figures were recomputed by verify
+        print(_original(f))
 
 
 def _original(c: dict) -> str:

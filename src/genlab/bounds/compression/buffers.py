@@ -31,8 +31,8 @@ import math
 import numpy as np
 import torch
 
-from genlab.bounds.compression.coding import (MessageError, decode_symbols, encode_symbols, decode_varint,
-                                              encode_varint)
+from genlab.bounds.compression.coding import (MessageError, decode_varint, encode_symbols, encode_varint,
+                                              pack_words, unpack_symbols)
 from genlab.bounds.compression.quantize import nearest
 from genlab.errors import ConfigError
 
@@ -97,8 +97,7 @@ def encode_buffers(buffers: dict[str, torch.Tensor], levels: int, symbol_model: 
         symbols.append(sym)
     stream = b""
     if symbols:
-        words = encode_symbols(torch.cat(symbols).numpy().astype(np.int64), levels, symbol_model)
-        code = words.astype("<u4").tobytes().rstrip(b"\x00")
+        code = pack_words(encode_symbols(torch.cat(symbols).numpy().astype(np.int64), levels, symbol_model))
         stream = encode_varint(len(code)) + code
     return bytes(heads) + stream + bytes(ints)
 
@@ -132,15 +131,7 @@ def decode_buffers(message: bytes, offset: int, templates: dict[str, torch.Tenso
             raise MessageError("message is truncated inside the buffers' symbols")
         offset += used + size
         total = sum(templates[n].numel() for n in floating)
-        words = np.frombuffer(code + b"\x00" * (-len(code) % 4), dtype="<u4").astype(np.uint32)
-        try:
-            symbols = torch.from_numpy(decode_symbols(words, total, levels, symbol_model))
-        except MessageError:
-            raise
-        except Exception as err:  # constriction signals a corrupt stream with its own exceptions
-            raise MessageError(f"message is corrupt: the buffers' symbols do not decode ({err})") from None
-        if symbols.min() < 0 or symbols.max() >= levels:
-            raise MessageError("message is corrupt: a buffer's symbol lies outside its levels")
+        symbols = torch.from_numpy(unpack_symbols(code, total, levels, symbol_model, "the buffers' symbols"))
         start = 0
         for name in floating:
             t = templates[name]

@@ -85,6 +85,14 @@ def check_choices_in_grid(choices: dict[str, Any], grid: dict[str, list]) -> Non
 
 
 # --------------------------------------------------------------------------- rebuilding the predictor
+def model_spec(train_config, data) -> dict[str, Any]:
+    """The architecture a training config builds on ``data``, in the certificate's ``model`` form (less the seed)."""
+    m = train_config.model
+    return {"name": m.name, "width": m.width, "depth": m.depth, "activation": m.activation, "dropout": m.dropout,
+            "batchnorm": m.batchnorm, "options": dict(m.model_options), "input_shape": list(data.input_shape),
+            "output_dim": data.output_dim}
+
+
 def build_architecture(spec: dict[str, Any]) -> torch.nn.Module:
     """The network a certificate's ``model`` field names (PyTorch's default initialisation, from the global
     seed): the one place a certificate's architecture becomes a module."""
@@ -164,13 +172,15 @@ def rebuild_predictor(cert: dict[str, Any], message: bytes,
     return model.eval()
 
 
-def count_errors(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, chunk: int = 2000) -> int:
-    """Misclassified points (argmax of the outputs against integer labels), in chunks, without gradients."""
-    wrong = 0
+def predictions(model: torch.nn.Module, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
+    """The predicted class (argmax of the outputs) of every row of ``x``, in chunks, without gradients."""
     with torch.no_grad():
-        for i in range(0, len(x), chunk):
-            wrong += int((model(x[i: i + chunk]).argmax(1) != labels[i: i + chunk]).sum())
-    return wrong
+        return torch.cat([model(x[i: i + chunk]).argmax(1) for i in range(0, len(x), chunk)])
+
+
+def count_errors(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, chunk: int = 2000) -> int:
+    """Misclassified points (argmax of the outputs against integer labels)."""
+    return int((predictions(model, x, chunk) != labels).sum())
 
 
 def class_labels(y: torch.Tensor) -> torch.Tensor:
@@ -192,11 +202,9 @@ def load_certificate_data(cert: dict[str, Any], data_dir: str | None = None):
     return data
 
 
-def evaluate_certificate(cert: dict[str, Any], message: bytes, data, prior_state=None,
-                         model: torch.nn.Module | None = None) -> dict[str, Any]:
-    """Errors of the decoded predictor (rebuilt from ``message`` unless given) and every bound, as the
-    certificate states them."""
-    model = rebuild_predictor(cert, message, prior_state) if model is None else model
+def evaluate_certificate(cert: dict[str, Any], message: bytes, data, model: torch.nn.Module) -> dict[str, Any]:
+    """Errors of the decoded predictor ``model`` (:func:`rebuild_predictor`) and every bound, as the certificate
+    states them."""
     split = cert["prior"]["split"]
     x, y = data.x_train[split:], class_labels(data.y_train[split:])
     n = len(x)
@@ -298,8 +306,8 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
     symbols = model.quantizer.symbols(model.w)
     if not 2 <= buffer_levels <= 256:
         raise ConfigError(f"buffer_levels must lie in [2, 256], got {buffer_levels}")
-    buffers = {k: v.detach().cpu() for k, v in model.buffers_of_base().items()}
-    coded = {} if model.frozen_buffers else buffers
+    # fixed buffers are the prior centre's (in prior.safetensors): the message codes only trained ones
+    coded = {} if model.frozen_buffers else {k: v.detach().cpu() for k, v in model.buffers_of_base().items()}
     message = encode_message(symbols, codebook, symbol_model) + encode_buffers(coded, buffer_levels, symbol_model)
     decoded_symbols, decoded_book, _ = decode_chunk(message, 0, model.spec.d, codebook.numel(), symbol_model)
     if not (torch.equal(decoded_symbols, symbols.cpu()) and torch.equal(decoded_book, codebook)):
@@ -318,10 +326,7 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
         "data": {"name": ds.name, "n_train": ds.n_train, "label_noise": ds.label_noise,
                  "loss": run.data.loss, "seed": config.run.seed, "options": dict(ds.dataset_options),
                  "sha256": data_fingerprint(run.data), "n_train_total": len(run.data.x_train)},
-        "model": {"name": ms.name, "width": ms.width, "depth": ms.depth, "activation": ms.activation,
-                  "dropout": ms.dropout, "batchnorm": ms.batchnorm, "options": dict(ms.model_options),
-                  "input_shape": list(run.data.input_shape), "output_dim": run.data.output_dim,
-                  "seed": config.run.seed},
+        "model": {**model_spec(config, run.data), "seed": config.run.seed},
         "projection": model.spec.to_json() | {"covered_parameters": model.covered},
         "theta0_sha256": tensor_sha256(model.theta0),
         "prior": prior,
@@ -345,7 +350,7 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
     }
     t_eval = time.perf_counter()
     predictor = rebuild_predictor(cert, message, prior_state)
-    cert.update(evaluate_certificate(cert, message, run.data, prior_state, model=predictor))
+    cert.update(evaluate_certificate(cert, message, run.data, predictor))
     if original is not None:
         from genlab.bounds.compression.original import original_figures
 

@@ -128,6 +128,30 @@ def decode_symbols(words: np.ndarray, d: int, levels: int, model: str) -> np.nda
     raise MessageError(f"unknown symbol model {model!r}; allowed: {', '.join(SYMBOL_MODELS)}")
 
 
+def pack_words(words: np.ndarray) -> bytes:
+    """The range coder's 32-bit words as little-endian bytes, trailing zero bytes dropped (:func:`unpack_symbols`
+    pads them back)."""
+    return words.astype("<u4").tobytes().rstrip(b"\x00")
+
+
+def unpack_symbols(code: bytes, d: int, levels: int, model: str, what: str) -> np.ndarray:
+    """``d`` symbols in ``[0, levels)`` from bytes :func:`pack_words` wrote; ``what`` names them in errors.
+
+    Raises:
+        MessageError: the stream does not decode, or to symbols outside ``[0, levels)``.
+    """
+    words = np.frombuffer(code + b"\x00" * (-len(code) % 4), dtype="<u4").astype(np.uint32)
+    try:
+        symbols = decode_symbols(words, d, levels, model)
+    except MessageError:
+        raise
+    except Exception as err:  # constriction signals a corrupt stream with its own exceptions
+        raise MessageError(f"message is corrupt: {what} do not decode ({err})") from None
+    if symbols.min(initial=0) < 0 or symbols.max(initial=0) >= levels:
+        raise MessageError(f"message is corrupt: {what} lie outside the codebook")
+    return symbols
+
+
 # ------------------------------------------------------------------ the message
 def encode_message(symbols: torch.Tensor, codebook: torch.Tensor, model: str = "adaptive") -> bytes:
     """The bytes of ``message.bin`` for ``symbols`` (ints in ``[0, L)``) and a codebook of ``L`` values.
@@ -140,9 +164,7 @@ def encode_message(symbols: torch.Tensor, codebook: torch.Tensor, model: str = "
     if sym.size and (sym.min() < 0 or sym.max() >= levels):
         raise MessageError(f"symbols must lie in [0, {levels}); got [{sym.min()}, {sym.max()}]")
     book = codebook.detach().cpu().numpy().astype("<f2").tobytes()
-    words = encode_symbols(sym, levels, model)
-    code = words.astype("<u4").tobytes().rstrip(b"\x00")
-    payload = book + code
+    payload = book + pack_words(encode_symbols(sym, levels, model))
     return encode_varint(len(payload)) + payload
 
 
@@ -177,17 +199,7 @@ def decode_chunk(message: bytes, offset: int, d: int, levels: int,
     codebook = torch.from_numpy(np.frombuffer(payload[: 2 * levels], dtype="<f2").astype(np.float32).copy())
     if not torch.isfinite(codebook).all():
         raise MessageError("message is corrupt: its codebook holds non-finite values")
-    code = payload[2 * levels:]
-    code = code + b"\x00" * (-len(code) % 4)
-    words = np.frombuffer(code, dtype="<u4").astype(np.uint32)
-    try:
-        symbols = decode_symbols(words, d, levels, model)
-    except MessageError:
-        raise
-    except Exception as err:  # constriction signals a corrupt stream with its own exceptions
-        raise MessageError(f"message is corrupt: the range decoder failed ({err})") from None
-    if symbols.min(initial=0) < 0 or symbols.max(initial=0) >= levels:
-        raise MessageError("message is corrupt: it decodes to symbols outside the codebook")
+    symbols = unpack_symbols(payload[2 * levels:], d, levels, model, "the coordinates' symbols")
     return torch.from_numpy(symbols), codebook, start + size
 
 

@@ -34,14 +34,6 @@ def _build(spec: dict[str, Any]) -> torch.nn.Module:
         return build_architecture(spec).to(torch.float32)
 
 
-def model_spec(train_config, data) -> dict[str, Any]:
-    """The architecture a training config builds on ``data``, in the certificate's ``model`` form."""
-    m = train_config.model
-    return {"name": m.name, "width": m.width, "depth": m.depth, "activation": m.activation, "dropout": m.dropout,
-            "batchnorm": m.batchnorm, "options": dict(m.model_options), "input_shape": list(data.input_shape),
-            "output_dim": data.output_dim}
-
-
 def prepare_original(train_config, out: Path, source: str | Path | None = None,
                      module: torch.nn.Module | None = None) -> Path:
     """Write the original network's weights to ``out/original.safetensors`` (from a weights file, a run
@@ -50,6 +42,7 @@ def prepare_original(train_config, out: Path, source: str | Path | None = None,
     Raises:
         ConfigError: nothing usable there, a run of another model or dataset, or weights that do not fit.
     """
+    from genlab.bounds.compression.certificate import model_spec
     from genlab.train.checkpoint import save_state_dict
     from genlab.train.distill import load_original, original_weights_file
     from genlab.train.run import load_data, read_run_config
@@ -87,23 +80,18 @@ def _check_same_setup(run_config, train_config, source) -> None:
                               f"{mine.get(key)!r}; certify it with the same --{key.replace('_', '-')}")
 
 
-def _predictions(model: torch.nn.Module, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i: i + chunk]).argmax(1) for i in range(0, len(x), chunk)])
-
-
 def original_figures(folder: Path, spec: dict[str, Any], data, predictor: torch.nn.Module, split: int,
                      labels) -> dict[str, Any]:
     """The original network's test error and its agreement with the certified predictor on the test set and
     on the bound's training points; ``labels`` maps targets to class indices."""
-    from genlab.bounds.compression.certificate import sha256_bytes
+    from genlab.bounds.compression.certificate import predictions, sha256_bytes
     from genlab.train.distill import load_original
 
     original = load_original(folder / FILE, lambda: _build(spec))
     x_test, y_test = data.x_test, labels(data.y_test)
-    mine_test, theirs_test = _predictions(predictor, x_test), _predictions(original, x_test)
+    mine_test, theirs_test = predictions(predictor, x_test), predictions(original, x_test)
     x_bound = data.x_train[split:]
-    agree_train = float((_predictions(predictor, x_bound) == _predictions(original, x_bound)).double().mean())
+    agree_train = float((predictions(predictor, x_bound) == predictions(original, x_bound)).double().mean())
     return {"file": FILE, "sha256": sha256_bytes((folder / FILE).read_bytes()),
             "test_error": float((theirs_test != y_test).double().mean()),
             "test_agreement": float((mine_test == theirs_test).double().mean()),

@@ -124,8 +124,9 @@ def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 
     """Re-check a certificate from itself and its message alone; returns the recomputed figures.
 
     Every field is recomputed, cross-checked or (:data:`~genlab.bounds.compression.record.RECORDED_ONLY`)
-    only recorded; see :mod:`genlab.bounds.compression.record`. The returned dict holds the recomputed figures
-    and ``recorded_only``, the fields nothing could check.
+    only recorded; see :mod:`genlab.bounds.compression.record`. The returned dict holds the recomputed figures,
+    ``original`` (after the fact: the certificate's field, its figures recomputed and matched) and
+    ``recorded_only``, the fields nothing could check.
 
     Raises:
         CertificateError: not a well-formed certificate (exit 2).
@@ -168,7 +169,7 @@ def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 
     if model.covered != cert.projection.covered_parameters:
         problems.append(f"projection.covered_parameters: {model.covered} here, {cert.projection.covered_parameters} "
                         f"certified")
-    figures = evaluate_certificate(values, message, data, prior_state, model=model)
+    figures = evaluate_certificate(values, message, data, model)
     if cert.original is not None:   # after the fact: the original's weights lie beside the certificate
         from genlab.bounds.compression.original import original_problems
 
@@ -187,7 +188,8 @@ def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 
             problems.append(f"bounds.{name}: recomputed {value:.6f}, certified {cert.bounds[name]}")
     if problems:
         raise VerificationError("certificate does not verify: " + "; ".join(problems))
-    return {**figures, "recorded_only": [k for k in RECORDED_ONLY if _field(values, k) is not None]}
+    return {**figures, "original": values.get("original"),
+            "recorded_only": [k for k in RECORDED_ONLY if _field(values, k) is not None]}
 
 
 def _field(values: dict[str, Any], dotted: str) -> Any:
