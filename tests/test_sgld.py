@@ -241,3 +241,70 @@ def test_heldout_covariance_comes_from_held_out_points_only():
                         cov="batch")
     torch.testing.assert_close(batch["per_sample_grads"], stacked_per_sample_grads(train_obj, torch.arange(8)))
     assert "prior_mean" not in batch
+
+
+def test_negrea_prior_drift_is_the_mean_gradient_of_the_batch_points_in_the_prior_subset():
+    from genlab.objective import params_to_vector
+    from genlab.optim.sgld import prior_subset_mask, step_inputs
+    from test_noise_injection import regression_objective
+
+    obj = regression_objective()
+    n = obj.n
+    mask = prior_subset_mask(n, n // 2, seed=3)
+    assert int(mask.sum()) == n // 2
+    assert torch.equal(mask, prior_subset_mask(n, n // 2, seed=3)) and not torch.equal(mask, prior_subset_mask(n, n // 2, 4))
+    opt = SGLD(list(obj.params().values()), lr=0.1, noise="isotropic", noise_trace=1e-2)
+    batch = torch.arange(0, n, 3)
+    out = step_inputs(opt, obj, obj, batch, batch_size=len(batch), seed=0, step=1, bound=True, prior_points=mask)
+    expected = params_to_vector(obj.grad(indices=batch[mask[batch]]))
+    torch.testing.assert_close(out["prior_mean"], expected)
+    # full batch: the drift is the mean gradient on all of S_J
+    out = step_inputs(opt, obj, obj, None, batch_size=8, seed=0, step=1, bound=True, prior_points=mask)
+    torch.testing.assert_close(out["prior_mean"], params_to_vector(obj.grad(indices=torch.nonzero(mask).flatten())))
+    with pytest.raises(ValueError, match="sgld_prior_size"):
+        prior_subset_mask(n, n, 0)
+
+
+def test_negrea_bound_by_hand_on_a_full_batch_run(tmp_path):
+    # gld, isotropic noise: each step adds (lr^2 d / (2 tr)) ||g - gbar_J||^2 with g the full-batch gradient;
+    # the summary's bound is sqrt(2 (1/2)^2 I / (n - m)) plus the 0-1 error on the n - m points outside S_J
+    from genlab.config import TrainConfig
+    from genlab.objective import params_to_vector
+    from genlab.optim.sgld import error_rate, prior_subset_mask
+    from genlab.train import train
+
+    cfg = TrainConfig(dataset="mnist1d", n_train=200, model="mlp", width=8, optimizer="gld", lr=0.05, steps=3,
+                      sgld_noise="isotropic", noise_trace=1e-2, sgld_bound="negrea", sgld_prior_size=150,
+                      dtype="float64", seed=2, checkpoint_every=1)
+    run = train(cfg, tmp_path / "run", quiet=True)
+    s = run.summary
+    mask = prior_subset_mask(200, 150, 2)
+    rest = torch.nonzero(~mask).flatten()
+    assert s["sgld_bound"] == "negrea" and s["sgld_prior_size"] == 150 and s["sgld_bound_points"] == 50
+    assert s["sgld_bound_train_error"] == pytest.approx(error_rate(run.objective, rest))
+    assert s["sgld_error_gap_bound"] == pytest.approx(information_bound(s["sgld_information"], 50, 0.5))
+    assert s["sgld_test_error_bound"] == pytest.approx(s["sgld_bound_train_error"] + s["sgld_error_gap_bound"])
+    # the accounted information by hand, in a plain loop: isotropic Sigma = (tr / d) I, so each step adds
+    # (lr^2 d / (2 tr)) ||g - gbar_J||^2
+    obj = run.objective
+    params = list(obj.params().values())
+    opt = SGLD(params, lr=0.05, noise="isotropic", noise_trace=1e-2, seed=0)
+    from genlab.optim.sgld import step_inputs
+    by_hand, d, inside = 0.0, obj.num_params(), torch.nonzero(mask).flatten()
+    for step in range(3):
+        g = params_to_vector(obj.grad())
+        mu = params_to_vector(obj.grad(indices=inside))
+        by_hand += 0.05 ** 2 * d / (2 * 1e-2) * float((g - mu).pow(2).sum())
+        for p, gp in zip(params, obj.grad().values()):
+            p.grad = gp.clone()
+        opt.step(**step_inputs(opt, obj, obj, None, batch_size=8, seed=2, step=step, bound=True, prior_points=mask))
+    assert opt.info == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_old_run_configs_with_a_boolean_sgld_bound_still_load():
+    from genlab.config import TrainConfig
+
+    assert TrainConfig(optimizer="sgld", sgld_bound=True).optimizer.sgld_bound == "heldout"
+    assert TrainConfig(optimizer="sgld", sgld_bound=False).optimizer.sgld_bound == "off"
+    with pytest.raises(Exception, match="sgld_prior_size"):
+        TrainConfig(optimizer="sgld", sgld_prior_size=10)

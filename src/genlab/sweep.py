@@ -58,7 +58,7 @@ from genlab.jsonio import jsonable, write_json_atomic, write_text_atomic
 
 BACKENDS = ("local", "ray")
 # summary.json entries left out of the table (not figures of the run)
-_NOT_IN_TABLE = ("data_fingerprint", "message", "sgld_bound_note", "sgld_heldout")
+_NOT_IN_TABLE = ("data_fingerprint", "message", "sgld_bound_note", "sgld_heldout", "sgld_bound")
 
 
 # ------------------------------------------------------------------------------------------- one run

@@ -130,9 +130,25 @@ def _step_subset(seed: int, step: int, salt: int, n: int, size: int) -> torch.Te
     return torch.randperm(n, generator=keyed_generator(seed, step, salt))[:size]
 
 
+def _prior_subset(prior_points: torch.Tensor, seed: int, step: int, salt: int, size: int) -> torch.Tensor:
+    """``size`` points of ``S_J`` (the mask's True entries) that depend on (seed, step, salt) alone."""
+    members = torch.nonzero(prior_points).flatten()
+    return members[_step_subset(seed, step, salt, members.numel(), size)]
+
+
+def prior_subset_mask(n: int, m: int, seed: int) -> torch.Tensor:
+    """Negrea et al.'s ``J``: a uniformly random subset of ``m`` of the ``n`` training points, as a boolean mask,
+    drawn from its own seeded stream (independent of the initialisation, the batches and the noise)."""
+    if not 1 <= m < n:
+        raise ValueError(f"sgld_prior_size must be in [1, n - 1] = [1, {n - 1}] (got {m})")
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.randperm(n, generator=keyed_generator(seed, 0, 7))[:m]] = True
+    return mask
+
+
 def step_inputs(optimizer: SGLD, objective, heldout_objective, indices: torch.Tensor | None, *, batch_size: int,
                 seed: int, step: int, bound: bool, cov: str = "heldout",
-                cov_size: int | None = None) -> dict[str, torch.Tensor]:
+                cov_size: int | None = None, prior_points: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """What :meth:`SGLD.step` needs besides ``.grad``, as the training loop computes it.
 
     ``heldout_objective`` holds points independent of the training sample: the training split's unused points
@@ -148,6 +164,13 @@ def step_inputs(optimizer: SGLD, objective, heldout_objective, indices: torch.Te
       estimated as the mean gradient at the current weights on ``batch_size`` held-out points drawn afresh
       each step. It depends on the trajectory so far but not on the training sample, which is what the
       chaining argument needs of the prior.
+    * ``prior_points`` (Negrea et al. 2019's data-dependent prior; a boolean mask of the training points in
+      ``S_J``): the prior's drift is instead the mean gradient on the step's batch points that are in ``S_J``
+      (full batch: on all of ``S_J``) -- a function of ``S_J``, the batch indices (drawn independently of the
+      sample) and the weights only, so the prior may use it; ``g_t - mu_t`` is then ``(k / B)`` times the
+      difference of the means of the batch's ``k`` points outside ``S_J`` and of its points inside. A batch
+      with no point of ``S_J`` gets the mean gradient on ``batch_size`` points of ``S_J`` drawn afresh. With
+      ``cov="batch"`` the covariance comes from the batch's points in ``S_J`` only, which keeps it a bound.
     """
     out: dict[str, torch.Tensor] = {}
     size = cov_size or batch_size
@@ -157,8 +180,17 @@ def step_inputs(optimizer: SGLD, objective, heldout_objective, indices: torch.Te
                 heldout_objective, _step_subset(seed, step, 3, heldout_objective.n, size))
         else:
             idx = indices if indices is not None else _step_subset(seed, step, 1, objective.n, size)
+            if prior_points is not None:
+                idx = idx[prior_points[idx]] if prior_points[idx].sum() >= 2 else _prior_subset(
+                    prior_points, seed, step, 4, size)
             out["per_sample_grads"] = stacked_per_sample_grads(objective, idx)
-    if bound:
+    if bound and prior_points is not None:
+        batch = indices if indices is not None else torch.arange(objective.n)
+        inside = batch[prior_points[batch]]
+        if inside.numel() == 0:
+            inside = _prior_subset(prior_points, seed, step, 5, batch_size)
+        out["prior_mean"] = params_to_vector(objective.grad(indices=inside))
+    elif bound:
         held = _step_subset(seed, step, 2, heldout_objective.n, batch_size)
         out["prior_mean"] = params_to_vector(heldout_objective.grad(indices=held))
     return out
@@ -183,13 +215,30 @@ class SGLDAccounting(Callback):
 
     state_key = "sgld"
 
-    def __init__(self, heldout: Objective, heldout_source: str, *, batch_size: int, bound: bool = True,
-                 cov: str = "heldout", cov_size: int | None = None, noise: str = "isotropic"):
+    def __init__(self, heldout: Objective, heldout_source: str, *, batch_size: int, bound: bool | str = True,
+                 cov: str = "heldout", cov_size: int | None = None, noise: str = "isotropic",
+                 prior_size: int | None = None):
         self.heldout, self.heldout_source = heldout, heldout_source
-        self.batch_size, self.bound, self.cov, self.cov_size, self.noise = batch_size, bound, cov, cov_size, noise
+        self.mode = {True: "heldout", False: "off"}.get(bound, bound) if isinstance(bound, bool) else bound
+        if self.mode not in ("heldout", "negrea", "off"):
+            raise ValueError(f"bound must be heldout, negrea or off, not {bound!r}")
+        self.bound = self.mode != "off"
+        self.batch_size, self.cov, self.cov_size, self.noise = batch_size, cov, cov_size, noise
+        self.prior_size = prior_size
+        self._mask: torch.Tensor | None = None
 
     def settings(self) -> dict:
-        return {"batch_size": self.batch_size, "bound": self.bound, "cov": self.cov, "cov_size": self.cov_size}
+        return {"batch_size": self.batch_size, "bound": self.mode, "cov": self.cov, "cov_size": self.cov_size,
+                "prior_size": self.prior_size}
+
+    def prior_points(self, state: TrainState) -> torch.Tensor | None:
+        """The mask of ``S_J`` (``negrea``; drawn once from the run's seed), else ``None``."""
+        if self.mode != "negrea":
+            return None
+        if self._mask is None:
+            n = state.objective.n
+            self._mask = prior_subset_mask(n, self.prior_size or n // 2, state.seed)
+        return self._mask
 
     def step_kwargs(self, state: TrainState) -> dict:
         if getattr(state.optimizer, "needs_per_sample_grads", None) is None:
@@ -201,13 +250,24 @@ class SGLDAccounting(Callback):
                                  "parameters in the model's order")
             self._order_checked = True
         return step_inputs(state.optimizer, state.objective, self.heldout, state.indices, batch_size=self.batch_size,
-                           seed=state.seed, step=state.step, bound=self.bound, cov=self.cov, cov_size=self.cov_size)
+                           seed=state.seed, step=state.step, bound=self.bound, cov=self.cov, cov_size=self.cov_size,
+                           prior_points=self.prior_points(state))
 
     def summary(self, state: TrainState) -> dict:
         info = getattr(state.optimizer, "info", None)
         if info is None or not self.bound:
             return {}
-        out = {"sgld_information": info, "sgld_heldout": self.heldout_source}
+        out = {"sgld_information": info, "sgld_bound": self.mode}
+        if self.mode == "negrea":
+            mask = self.prior_points(state)
+            rest = torch.nonzero(~mask).flatten()
+            error = error_rate(state.objective, rest)
+            gap = information_bound(info, rest.numel(), 0.5)
+            out.update({"sgld_prior_size": int(mask.sum()), "sgld_bound_points": rest.numel(),
+                        "sgld_bound_train_error": error, "sgld_error_gap_bound": gap,
+                        "sgld_test_error_bound": error + gap})
+            return out
+        out["sgld_heldout"] = self.heldout_source
         if self.cov == "batch" and self.noise != "isotropic":
             out["sgld_error_gap_bound"] = None
             out["sgld_bound_note"] = ("no bound: Sigma_t was estimated on the training batch, so the prior "
@@ -215,6 +275,18 @@ class SGLDAccounting(Callback):
         else:
             out["sgld_error_gap_bound"] = information_bound(info, state.objective.n, 0.5)
         return out
+
+
+def error_rate(objective: Objective, indices: torch.Tensor) -> float | None:
+    """The 0-1 error of the current model on the training points ``indices`` (``None`` for regression)."""
+    if not objective.classification:
+        return None
+    wrong = 0
+    with torch.no_grad(), objective.eval_mode():
+        for xb, yb in objective.chunks(indices):
+            labels = yb.argmax(dim=1) if yb.dim() == 2 else yb
+            wrong += int((objective.forward(xb).argmax(dim=1) != labels).sum())
+    return wrong / max(int(indices.numel()), 1)
 
 
 def heldout_objective(config, data, model, test_objective) -> tuple[Objective, str]:
@@ -241,7 +313,7 @@ def _sgld_plugins(ctx: BuildContext) -> list[Callback]:
     o = c.optimizer
     held, source = heldout_objective(c, ctx.data, ctx.model, ctx.test_objective)
     return [SGLDAccounting(held, source, batch_size=c.run.batch_size, bound=o.sgld_bound, cov=o.sgld_cov,
-                           cov_size=o.sgld_cov_size, noise=o.sgld_noise)]
+                           cov_size=o.sgld_cov_size, noise=o.sgld_noise, prior_size=o.sgld_prior_size)]
 register_optimizer(OptimizerSpec("sgld", "mini-batch SGLD with structured noise (--sgld-noise, --noise-trace)",
                                  False, _build_sgld, settings=SGLDSettings))
 register_optimizer(OptimizerSpec("gld", "full-batch gradient descent plus SGLD noise (C from a batch of "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from genlab.settings.sections import Section, flat_name
 
@@ -56,8 +56,24 @@ class SGLDSettings(OptimizerSettings):
     sgld_completion: bool = Field(True, description="SGLD: complete the low-rank C with its estimated unseen "
                                                     "variance (genlab.optim.noise)")
     sgld_cov_size: int | None = Field(None, ge=2, le=2 ** 20, description="SGLD: points C is estimated on (default batch_size)")
-    sgld_bound: bool = Field(True, description="SGLD: account the information-theoretic bound (one held-out "
-                                               "gradient per step)")
+    sgld_bound: Literal["heldout", "negrea", "off"] = Field(
+        "heldout", description="SGLD: the information-theoretic bound accounted along the run: heldout (Wang et "
+                               "al.: prior drift from held-out points), negrea (Negrea et al. 2019: prior drift "
+                               "from a random subset S_J of the sample, bound on the other points) or off")
+    sgld_prior_size: int | None = Field(
+        None, ge=1, description="SGLD, --sgld-bound negrea: m, the size of the prior's subset S_J (default n/2)")
+
+    @field_validator("sgld_bound", mode="before")
+    @classmethod
+    def _bool_is_heldout_or_off(cls, value):
+        # runs written before the bound had modes recorded ``sgld_bound: true/false``
+        return {True: "heldout", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _prior_size_needs_negrea(self):
+        if self.sgld_prior_size is not None and self.sgld_bound != "negrea":
+            raise ValueError("sgld_prior_size: a setting of --sgld-bound negrea, which this run does not use; remove it")
+        return self
 
 
 class _PosteriorSampling(OptimizerSettings):

@@ -178,6 +178,8 @@ def _config_from_record(path: str | Path, values: dict[str, Any]) -> TrainConfig
     import_recorded_modules(path)
     if "config_version" not in values and values.get("momentum") == 0.0:  # written before version 2:
         values["momentum"] = None  # 0.0 was the default then (and meant Adam's beta1 0.9): the default now
+    if isinstance(values.get("sgld_bound"), bool):  # written before the bound had modes
+        values["sgld_bound"] = "heldout" if values["sgld_bound"] else "off"
     return validate_config(TrainConfig, values)
 
 
