@@ -40,6 +40,8 @@ class Dataset:
     the training-split points after the first ``n_train`` (uncorrupted; ``None`` when
     all are used): draws from the training distribution that neither training nor
     the test figures touch (SGLD's data-independent prior estimates them).
+    ``x_ghost``/``y_ghost``/``ghost_of``: the CMI bound's super-sample (:mod:`genlab.data.supersample`), the
+    pairs' members that did not train (row ``j`` pairs with training position ``ghost_of[j]``); else ``None``.
     """
 
     name: str
@@ -57,6 +59,9 @@ class Dataset:
     labels_test: torch.Tensor | None = None
     x_heldout: torch.Tensor | None = None
     y_heldout: torch.Tensor | None = None
+    x_ghost: torch.Tensor | None = None
+    y_ghost: torch.Tensor | None = None
+    ghost_of: torch.Tensor | None = None
 
 
 def load_dataset(name: str, *, n_train: int | None = None, label_noise: float = 0.0, loss: str | None = None,

@@ -7,9 +7,9 @@ bound along the way. :mod:`genlab.optim.ivon` holds the variational learners (:c
 """
 
 from genlab.optim.noise import SHAPES, NoiseCovariance, closed_form_kl_ratio, noise_covariance
-from genlab.bounds.infotheory import information_bound
+from genlab.bounds.infotheory import bound_over_seeds, information_bound
 from genlab.optim.ivon import IVON, VariationalGD, posterior_predictive, variational_factor, vl_threshold
 from genlab.optim.sgld import SGLD
 
-__all__ = ["SHAPES", "NoiseCovariance", "noise_covariance", "closed_form_kl_ratio", "SGLD", "information_bound",
+__all__ = ["SHAPES", "NoiseCovariance", "noise_covariance", "closed_form_kl_ratio", "SGLD", "information_bound", "bound_over_seeds",
            "IVON", "VariationalGD", "posterior_predictive", "vl_threshold", "variational_factor"]

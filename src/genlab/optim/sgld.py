@@ -48,7 +48,8 @@ class SGLD(torch.optim.Optimizer):
             (:func:`~genlab.optim.noise.noise_covariance`).
 
     ``step(per_sample_grads=G, prior_mean=mu)``: ``G`` is the ``(B, d)`` matrix of the batch's flat per-sample
-    gradients (needed by every shape but ``isotropic``), ``mu`` the prior chain's drift for the bound.
+    gradients (needed by every shape but ``isotropic``), ``mu`` the prior chain's drift for the bound (or
+    ``prior_gap=g - mu`` directly).
     """
 
     needs_per_sample_grads = True
@@ -80,8 +81,11 @@ class SGLD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None, *, per_sample_grads: torch.Tensor | None = None,
-             prior_mean: torch.Tensor | None = None):
-        """One SGLD step from the current ``.grad``; returns the closure's loss if one was given."""
+             prior_mean: torch.Tensor | None = None, prior_gap: torch.Tensor | None = None):
+        """One SGLD step from the current ``.grad``; returns the closure's loss if one was given.
+
+        The bound term uses ``g - prior_mean``, or ``prior_gap`` (that difference computed directly, e.g. from the
+        CMI bound's pairs, where subtracting two nearly equal full-batch means would lose its digits)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -101,8 +105,8 @@ class SGLD(torch.optim.Optimizer):
         cov = noise_covariance(group["noise"], G, group["noise_trace"], group["floor"],
                                group.get("complete", True))
         xi = cov.sample(d, self.generator).to(g.device)
-        if prior_mean is not None:
-            diff = g - prior_mean.to(g)
+        if prior_gap is not None or prior_mean is not None:
+            diff = prior_gap.to(g) if prior_gap is not None else g - prior_mean.to(g)
             group["info"] += 0.5 * group["lr"] ** 2 * cov.inv_quad(diff)
         offset = 0
         for p in params:
@@ -146,9 +150,63 @@ def prior_subset_mask(n: int, m: int, seed: int) -> torch.Tensor:
     return mask
 
 
+class BoundPairs:
+    """The CMI bound's ``k`` bound pairs (:mod:`genlab.data.supersample`): training position ``ghost_of[j]`` and
+    row ``j`` of ``ghosts`` (an Objective on the members that did not train, same model) are one pair."""
+
+    def __init__(self, ghosts: Objective, ghost_of: torch.Tensor, n: int):
+        self.ghosts, self.ghost_of = ghosts, ghost_of.long()
+        self.slot = torch.full((n,), -1, dtype=torch.long)  # training position -> its pair's row, or -1
+        self.slot[self.ghost_of] = torch.arange(len(self.ghost_of))
+
+    @property
+    def k(self) -> int:
+        return int(self.ghost_of.numel())
+
+    def gap(self, objective: Objective, indices: torch.Tensor | None) -> torch.Tensor:
+        """``g_t - mu_t`` on this step's batch (``indices``; ``None``: all): ``(1/2B) sum (grad member - grad ghost)``."""
+        batch = indices if indices is not None else torch.arange(objective.n)
+        paired = batch[self.slot[batch] >= 0]
+        if paired.numel() == 0:
+            return torch.zeros(objective.num_params(), device=objective.device, dtype=objective.dtype)
+        members = params_to_vector(objective.grad(indices=paired))
+        ghosts = params_to_vector(self.ghosts.grad(indices=self.slot[paired]))
+        return (paired.numel() / (2 * batch.numel())) * (members - ghosts)
+
+    def errors(self, objective: Objective) -> tuple[float | None, float | None]:
+        """0-1 error of the current model on the pairs' training members and on their ghosts."""
+        return error_rate(objective, self.ghost_of), error_rate(self.ghosts, torch.arange(self.k))
+
+
+def check_train_equals_eval(objective: Objective, points: int = 8) -> None:
+    """Refuse a model whose outputs differ between train and eval mode (dropout, BatchNorm).
+
+    The CMI prior forecasts the step's gradient from eval-mode gradients of the pairs; that is the step's own
+    gradient only when train mode computes the same function. Buffers are restored after the check."""
+    from genlab.errors import ConfigError
+
+    idx = torch.arange(min(points, objective.n))
+    saved = {k: v.clone() for k, v in objective.buffers().items()}
+    was = objective.model.training
+    with torch.no_grad():
+        x, _ = next(iter(objective.chunks(idx)))
+        with objective.eval_mode():
+            ref = objective.forward(x)
+        objective.model.train()
+        out = objective.forward(x)
+    objective.model.train(was)
+    for k, v in objective.buffers().items():
+        v.copy_(saved[k])
+    if not torch.allclose(out, ref, rtol=1e-5, atol=1e-6):
+        raise ConfigError("--sgld-bound cmi: the model computes differently in train and eval mode (dropout or "
+                          "BatchNorm), so the prior's forecast would not be the step's gradient; use a model "
+                          "without them (e.g. --model-option batchnorm=false) or --sgld-bound heldout|negrea")
+
+
 def step_inputs(optimizer: SGLD, objective, heldout_objective, indices: torch.Tensor | None, *, batch_size: int,
                 seed: int, step: int, bound: bool, cov: str = "heldout",
-                cov_size: int | None = None, prior_points: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                cov_size: int | None = None, prior_points: torch.Tensor | None = None,
+                pairs: BoundPairs | None = None) -> dict[str, torch.Tensor]:
     """What :meth:`SGLD.step` needs besides ``.grad``, as the training loop computes it.
 
     ``heldout_objective`` holds points independent of the training sample: the training split's unused points
@@ -171,6 +229,9 @@ def step_inputs(optimizer: SGLD, objective, heldout_objective, indices: torch.Te
       difference of the means of the batch's ``k`` points outside ``S_J`` and of its points inside. A batch
       with no point of ``S_J`` gets the mean gradient on ``batch_size`` points of ``S_J`` drawn afresh. With
       ``cov="batch"`` the covariance comes from the batch's points in ``S_J`` only, which keeps it a bound.
+    * ``prior_gap`` (``pairs``, Haghifam et al. 2020's CMI bound): the prior knows every point but not which
+      member of each bound pair trains, so it forecasts a pair's gradient by the mean of its two members; ``g_t
+      - mu_t`` is ``(1 / 2B)`` times the sum over the batch's paired points of (member's gradient - ghost's).
     """
     out: dict[str, torch.Tensor] = {}
     size = cov_size or batch_size
@@ -184,7 +245,9 @@ def step_inputs(optimizer: SGLD, objective, heldout_objective, indices: torch.Te
                 idx = idx[prior_points[idx]] if prior_points[idx].sum() >= 2 else _prior_subset(
                     prior_points, seed, step, 4, size)
             out["per_sample_grads"] = stacked_per_sample_grads(objective, idx)
-    if bound and prior_points is not None:
+    if bound and pairs is not None:
+        out["prior_gap"] = pairs.gap(objective, indices)
+    elif bound and prior_points is not None:
         batch = indices if indices is not None else torch.arange(objective.n)
         inside = batch[prior_points[batch]]
         if inside.numel() == 0:
@@ -197,11 +260,24 @@ def step_inputs(optimizer: SGLD, objective, heldout_objective, indices: torch.Te
 
 
 class SGLDAccounting(Callback):
-    """The training plugin of SGLD: what :meth:`SGLD.step` needs each step, and the bound in the summary.
+    """The training plugin of SGLD: what :meth:`SGLD.step` needs each step, and the bound along the run.
 
     Each step it hands the optimizer the per-sample gradients its noise shape is estimated from and the
-    prior chain's drift (:func:`step_inputs`), and when the run stops it writes ``sgld_information`` and
-    Wang et al.'s ``sgld_error_gap_bound = sqrt(2 R^2 I / n)`` (0-1 error: ``R = 1/2``) to ``summary.json``.
+    prior chain's drift (:func:`step_inputs`). At each evaluation it adds the bound's terms to the metrics
+    record, and when the run stops it writes them to ``summary.json``: ``sgld_information`` (the accounted
+    KL sum ``I``), ``sgld_error_gap_bound`` and, for ``negrea`` and ``cmi``, ``sgld_bound_train_error`` and
+    ``sgld_test_error_bound`` (their sum). By mode (the loss is the 0-1 error):
+
+    * ``heldout`` (Wang et al.): ``sqrt(2 (1/2)^2 I / n)``, prior drift from held-out points;
+    * ``negrea`` (Negrea et al. 2019): ``sqrt(2 (1/2)^2 I / (n - m))`` on the ``n - m`` points outside ``S_J``,
+      whose error is the train-error term;
+    * ``cmi`` (Haghifam et al. 2020, Steinke & Zakynthinou's ``sqrt(2 CMI / k)``): ``sqrt(2 I / k)`` over the
+      ``k = n - m`` bound pairs; the train-error term is the error on all ``n`` training points, whose
+      expectation equals the pairs' members' (the algorithm treats the training points exchangeably: uniform
+      batches, isotropic or held-out noise). The members' and ghosts' own errors are reported beside it.
+
+    One run is one draw of the algorithm's randomness (and, for ``cmi``, of the selector); the expectation the
+    bounds are stated for is estimated over seeds by :func:`genlab.bounds.infotheory.bound_over_seeds`.
 
     Usable in a plain loop too: ``optimizer.step(**accounting.step_kwargs(state))`` with a
     :class:`~genlab.train.callbacks.TrainState` holding the step and its indices.
@@ -209,23 +285,29 @@ class SGLDAccounting(Callback):
     Args:
         heldout: an Objective on points independent of the training sample (the prior's data).
         heldout_source: where those points come from (recorded in the summary).
-        batch_size: points per step for the prior's drift; cov: ``"heldout"`` or ``"batch"``; cov_size:
-            points the covariance is estimated on; bound: account the bound (one held-out gradient per step).
+        batch_size: points per step for the prior's drift; bound: ``heldout``, ``negrea``, ``cmi`` or ``off``
+            (``True``/``False``: heldout/off); cov: ``"heldout"`` or ``"batch"``; cov_size: points the
+            covariance is estimated on; prior_size: ``m`` (negrea, default ``n/2``); pairs: the CMI bound's
+            :class:`BoundPairs` (needed by ``cmi``).
     """
 
     state_key = "sgld"
 
     def __init__(self, heldout: Objective, heldout_source: str, *, batch_size: int, bound: bool | str = True,
                  cov: str = "heldout", cov_size: int | None = None, noise: str = "isotropic",
-                 prior_size: int | None = None):
+                 prior_size: int | None = None, pairs: BoundPairs | None = None):
         self.heldout, self.heldout_source = heldout, heldout_source
         self.mode = {True: "heldout", False: "off"}.get(bound, bound) if isinstance(bound, bool) else bound
-        if self.mode not in ("heldout", "negrea", "off"):
-            raise ValueError(f"bound must be heldout, negrea or off, not {bound!r}")
+        if self.mode not in ("heldout", "negrea", "cmi", "off"):
+            raise ValueError(f"bound must be heldout, negrea, cmi or off, not {bound!r}")
+        if self.mode == "cmi" and pairs is None:
+            raise ValueError("bound 'cmi' needs its bound pairs (pairs=BoundPairs(...)); "
+                             "genlab.data.supersample.draw_supersample makes them")
         self.bound = self.mode != "off"
         self.batch_size, self.cov, self.cov_size, self.noise = batch_size, cov, cov_size, noise
-        self.prior_size = prior_size
+        self.prior_size, self.pairs = prior_size, pairs if self.mode == "cmi" else None
         self._mask: torch.Tensor | None = None
+        self._checked = False
 
     def settings(self) -> dict:
         return {"batch_size": self.batch_size, "bound": self.mode, "cov": self.cov, "cov_size": self.cov_size,
@@ -243,37 +325,67 @@ class SGLDAccounting(Callback):
     def step_kwargs(self, state: TrainState) -> dict:
         if getattr(state.optimizer, "needs_per_sample_grads", None) is None:
             return {}
-        if not getattr(self, "_order_checked", False):  # per-sample gradient columns follow the model's order
+        if not self._checked:  # per-sample gradient columns follow the model's order
             mine = [id(p) for p in state.optimizer._params()]
             if mine != [id(p) for p in state.objective.params().values()]:
                 raise ValueError("SGLD: its parameters (group after group) must be the model's trainable "
                                  "parameters in the model's order")
-            self._order_checked = True
+            if self.pairs is not None:
+                check_train_equals_eval(state.objective)
+            self._checked = True
         return step_inputs(state.optimizer, state.objective, self.heldout, state.indices, batch_size=self.batch_size,
                            seed=state.seed, step=state.step, bound=self.bound, cov=self.cov, cov_size=self.cov_size,
-                           prior_points=self.prior_points(state))
+                           prior_points=self.prior_points(state), pairs=self.pairs)
 
-    def summary(self, state: TrainState) -> dict:
+    def bound_terms(self, state: TrainState) -> dict:
+        """The bound's terms at the current weights (empty when no bound is accounted)."""
         info = getattr(state.optimizer, "info", None)
         if info is None or not self.bound:
             return {}
-        out = {"sgld_information": info, "sgld_bound": self.mode}
-        if self.mode == "negrea":
-            mask = self.prior_points(state)
-            rest = torch.nonzero(~mask).flatten()
+        out: dict = {"sgld_information": info}
+        if self.mode == "cmi":
+            error = error_rate(state.objective, torch.arange(state.objective.n))
+            gap = information_bound(info, self.pairs.k, 1.0)
+        elif self.mode == "negrea":
+            rest = torch.nonzero(~self.prior_points(state)).flatten()
             error = error_rate(state.objective, rest)
             gap = information_bound(info, rest.numel(), 0.5)
-            out.update({"sgld_prior_size": int(mask.sum()), "sgld_bound_points": rest.numel(),
-                        "sgld_bound_train_error": error, "sgld_error_gap_bound": gap,
-                        "sgld_test_error_bound": error + gap})
-            return out
-        out["sgld_heldout"] = self.heldout_source
-        if self.cov == "batch" and self.noise != "isotropic":
-            out["sgld_error_gap_bound"] = None
-            out["sgld_bound_note"] = ("no bound: Sigma_t was estimated on the training batch, so the prior "
-                                      "chain would depend on the sample (use sgld_cov heldout)")
+        elif self.cov == "batch" and self.noise != "isotropic":
+            return out  # no bound (summary says why)
         else:
-            out["sgld_error_gap_bound"] = information_bound(info, state.objective.n, 0.5)
+            return {**out, "sgld_error_gap_bound": information_bound(info, state.objective.n, 0.5)}
+        out.update({"sgld_error_gap_bound": gap, "sgld_bound_train_error": error,
+                    "sgld_test_error_bound": None if error is None else error + gap})
+        return out
+
+    def _log(self, state: TrainState) -> None:
+        if "train_loss" in state.metrics:  # an evaluation step: the bound's terms beside its figures
+            state.metrics.update(self.bound_terms(state))
+
+    def on_train_start(self, state: TrainState, resumed: bool) -> None:
+        self._log(state)
+
+    def on_step_end(self, state: TrainState) -> None:
+        self._log(state)
+
+    def summary(self, state: TrainState) -> dict:
+        terms = self.bound_terms(state)
+        if not terms:
+            return {}
+        out = {**terms, "sgld_bound": self.mode}
+        if self.mode == "cmi":
+            members, ghosts = self.pairs.errors(state.objective)
+            out.update({"sgld_prior_size": state.objective.n - self.pairs.k, "sgld_bound_pairs": self.pairs.k,
+                        "sgld_pair_member_error": members, "sgld_pair_ghost_error": ghosts})
+        elif self.mode == "negrea":
+            mask = self.prior_points(state)
+            out.update({"sgld_prior_size": int(mask.sum()), "sgld_bound_points": int((~mask).sum())})
+        else:
+            out["sgld_heldout"] = self.heldout_source
+            if "sgld_error_gap_bound" not in out:
+                out["sgld_error_gap_bound"] = None
+                out["sgld_bound_note"] = ("no bound: Sigma_t was estimated on the training batch, so the prior "
+                                          "chain would depend on the sample (use sgld_cov heldout)")
         return out
 
 
@@ -312,8 +424,18 @@ def _sgld_plugins(ctx: BuildContext) -> list[Callback]:
         return []
     o = c.optimizer
     held, source = heldout_objective(c, ctx.data, ctx.model, ctx.test_objective)
+    pairs = None
+    if o.sgld_bound == "cmi":
+        data = ctx.data
+        if getattr(data, "x_ghost", None) is None:
+            raise ValueError("--sgld-bound cmi: the data have no super-sample (genlab.data.supersample."
+                             "draw_supersample makes one; genlab train does it from the settings)")
+        ghosts = Objective(ctx.model, data.x_ghost, data.y_ghost, loss=data.loss, batch_size=c.run.eval_batch_size,
+                           classification=data.task == "classification")
+        pairs = BoundPairs(ghosts, data.ghost_of, len(data.x_train))
     return [SGLDAccounting(held, source, batch_size=c.run.batch_size, bound=o.sgld_bound, cov=o.sgld_cov,
-                           cov_size=o.sgld_cov_size, noise=o.sgld_noise, prior_size=o.sgld_prior_size)]
+                           cov_size=o.sgld_cov_size, noise=o.sgld_noise,
+                           prior_size=o.sgld_prior_size if o.sgld_bound == "negrea" else None, pairs=pairs)]
 register_optimizer(OptimizerSpec("sgld", "mini-batch SGLD with structured noise (--sgld-noise, --noise-trace)",
                                  False, _build_sgld, settings=SGLDSettings))
 register_optimizer(OptimizerSpec("gld", "full-batch gradient descent plus SGLD noise (C from a batch of "

@@ -56,12 +56,18 @@ class SGLDSettings(OptimizerSettings):
     sgld_completion: bool = Field(True, description="SGLD: complete the low-rank C with its estimated unseen "
                                                     "variance (genlab.optim.noise)")
     sgld_cov_size: int | None = Field(None, ge=2, le=2 ** 20, description="SGLD: points C is estimated on (default batch_size)")
-    sgld_bound: Literal["heldout", "negrea", "off"] = Field(
+    sgld_bound: Literal["heldout", "negrea", "cmi", "off"] = Field(
         "heldout", description="SGLD: the information-theoretic bound accounted along the run: heldout (Wang et "
                                "al.: prior drift from held-out points), negrea (Negrea et al. 2019: prior drift "
-                               "from a random subset S_J of the sample, bound on the other points) or off")
+                               "from a random subset S_J of the sample, bound on the other points), cmi (Haghifam "
+                               "et al. 2020: super-sample of pairs, bound from the pairs' gradient differences) "
+                               "or off")
     sgld_prior_size: int | None = Field(
-        None, ge=1, description="SGLD, --sgld-bound negrea: m, the size of the prior's subset S_J (default n/2)")
+        None, ge=1, description="SGLD, --sgld-bound negrea|cmi: m, the training points the prior knows (negrea: "
+                                "S_J, default n/2; cmi: the unpaired points, default n - 1)")
+    sgld_supersample_seed: int | None = Field(
+        None, ge=0, description="SGLD, --sgld-bound cmi: seeds which n - m training points are paired, and with "
+                                "which points beyond n_train (default: the run's seed, so seeds draw it afresh)")
 
     @field_validator("sgld_bound", mode="before")
     @classmethod
@@ -70,9 +76,16 @@ class SGLDSettings(OptimizerSettings):
         return {True: "heldout", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
-    def _prior_size_needs_negrea(self):
-        if self.sgld_prior_size is not None and self.sgld_bound != "negrea":
-            raise ValueError("sgld_prior_size: a setting of --sgld-bound negrea, which this run does not use; remove it")
+    def _bound_settings_fit_the_bound(self):
+        if self.sgld_prior_size is not None and self.sgld_bound not in ("negrea", "cmi"):
+            raise ValueError("sgld_prior_size: a setting of --sgld-bound negrea or cmi, which this run does not "
+                             "use; remove it")
+        if self.sgld_supersample_seed is not None and self.sgld_bound != "cmi":
+            raise ValueError("sgld_supersample_seed: a setting of --sgld-bound cmi, which this run does not use; "
+                             "remove it")
+        if self.sgld_bound == "cmi" and self.sgld_cov == "batch" and self.sgld_noise != "isotropic":
+            raise ValueError("sgld_cov: batch is not allowed with --sgld-bound cmi (the covariance would depend "
+                             "on which member of each pair trains); allowed: heldout")
         return self
 
 

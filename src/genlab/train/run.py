@@ -24,6 +24,7 @@ import torch
 
 from genlab.config import TrainConfig, validate_config
 from genlab.data import Dataset, load_dataset
+from genlab.data.supersample import draw_supersample
 from genlab.errors import CheckpointError, ConfigError
 from genlab.registry import import_user_modules, resolve_factory
 from genlab.models import build_model
@@ -59,10 +60,18 @@ def check_same_data(rd: RunDir, fingerprint: str) -> None:
 
 
 def load_data(config: TrainConfig) -> Dataset:
-    """The dataset a config names, with its subset, label-noise and loss options applied."""
+    """The dataset a config names, with its subset, label-noise and loss options applied (and, for SGLD's
+    ``cmi`` bound, its super-sample drawn: :func:`genlab.data.supersample.draw_supersample`)."""
     d = config.data
-    return load_dataset(d.name, n_train=d.n_train, label_noise=d.label_noise, loss=d.loss, seed=config.run.seed,
+    data = load_dataset(d.name, n_train=d.n_train, label_noise=d.label_noise, loss=d.loss, seed=config.run.seed,
                         data_dir=d.data_dir, options=dict(d.dataset_options))
+    o = config.optimizer
+    if getattr(o, "sgld_bound", None) == "cmi":
+        n = len(data.x_train)
+        m = o.sgld_prior_size if o.sgld_prior_size is not None else n - 1
+        seed = o.sgld_supersample_seed if o.sgld_supersample_seed is not None else config.run.seed
+        data = draw_supersample(data, n - m, supersample_seed=seed, selector_seed=config.run.seed)
+    return data
 
 
 def available_memory(device: torch.device) -> int:
