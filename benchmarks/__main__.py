@@ -5,12 +5,13 @@ import sys
 from pathlib import Path
 
 from benchmarks import (compression_bounds, compression_own_networks, curvature_speed, hvp_streaming, ivon_step,
-                        kill_resume_stress, objective_speed, reproduce_all_quick, sgld_step, sweep_scaling,
-                        tracking_overhead, train_acceptance)
+                        kill_resume_stress, objective_speed, reproduce_all_quick, sgld_cmi_bounds, sgld_step,
+                        sweep_scaling, tracking_overhead, train_acceptance)
 from benchmarks.common import RESULTS
 
-MODULES = (train_acceptance, objective_speed, hvp_streaming, curvature_speed, tracking_overhead, sgld_step, ivon_step,
-           sweep_scaling, reproduce_all_quick, compression_bounds, compression_own_networks, kill_resume_stress)
+MODULES = (train_acceptance, objective_speed, hvp_streaming, curvature_speed, tracking_overhead, sgld_step,
+           sgld_cmi_bounds, ivon_step, sweep_scaling, reproduce_all_quick, compression_bounds, compression_own_networks,
+           kill_resume_stress)
 
 
 def write_summary() -> Path:

@@ -243,3 +243,13 @@ def test_adam_run_report_shows_each_sharpness_against_its_threshold_and_the_jaco
     html = build_report(out).read_text()
     assert "input-output Jacobian norms tracked during training" in html
     assert "Input-output Jacobian" in html and "preconditioned_threshold" in html
+
+
+def test_cmi_bound_section_shows_the_bound_against_the_test_error(tmp_path):
+    cfg = TrainConfig(dataset="mnist1d", model="mlp", width=8, n_train=100, optimizer="gld", lr=0.05, steps=4,
+                      eval_every=2, sgld_bound="cmi")
+    train(cfg, tmp_path, quiet=True)
+    page = parse(build_report(tmp_path, tmp_path / "r.html"))
+    text = " ".join(page.text)
+    assert "sgld_test_error_bound" in text and "sgld_bound_pairs" in text and "cmi" in text
+    assert any("information accumulated" in t for t in page.text)

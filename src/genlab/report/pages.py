@@ -205,15 +205,27 @@ def _jacobian_figure(records: list[dict[str, Any]]) -> bytes | None:
 
 
 def _information_figure(records: list[dict[str, Any]]) -> bytes | None:
+    """The accounted information along the run and, when the bound has a test-error form (``negrea``,
+    ``cmi``), that bound against the measured test error at each evaluation."""
     from genlab.report.figures import pyplot
 
     info = [(r["step"], r["sgld_information"]) for r in records if r.get("sgld_information") is not None]
     if not info:
         return None
+    bound = [(r["step"], min(r["sgld_test_error_bound"], 1.0), 1 - r["test_accuracy"]) for r in records
+             if r.get("sgld_test_error_bound") is not None and r.get("test_accuracy") is not None]
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    fig, axes = plt.subplots(1, 2 if bound else 1, figsize=(11 if bound else 7, 3.4), squeeze=False)
+    ax = axes[0][0]
     ax.plot(*zip(*info))
     ax.set(xlabel="step", ylabel="nats", title="SGLD: accumulated information (KL of the chain to its prior)")
+    if bound:
+        ax = axes[0][1]
+        steps = [b[0] for b in bound]
+        ax.plot(steps, [b[1] for b in bound], label="bound on the expected test error (one run)")
+        ax.plot(steps, [b[2] for b in bound], label="measured test error")
+        ax.set(xlabel="step", ylabel="0-1 error", ylim=(0, 1), title="the bound along the run")
+        ax.legend()
     return figure_png(fig)
 
 
@@ -289,9 +301,11 @@ def run_sections(path: Path, title: str | None = None) -> list[Section]:
         s.add(f"<p>Optimizer <b>{esc(optimizer)}</b>; noise settings:</p>",
               kv_html(noisy or {"noise": "only the optimizer's own"}))
         if is_sgld:
-            s.add(kv_html({k: summary.get(k) for k in ("sgld_information", "sgld_error_gap_bound", "sgld_heldout",
-                                                      "generalization_gap_accuracy", "sgld_bound_note")
-                           if k in summary}))
+            s.add(kv_html({k: summary.get(k) for k in (
+                "sgld_bound", "sgld_information", "sgld_error_gap_bound", "sgld_bound_train_error",
+                "sgld_test_error_bound", "sgld_prior_size", "sgld_bound_points", "sgld_bound_pairs",
+                "sgld_pair_member_error", "sgld_pair_ghost_error", "sgld_heldout", "generalization_gap_accuracy",
+                "sgld_bound_note") if k in summary}))
             info = _information_figure(records)
             if info:
                 s.add(figure_html(info, "information accumulated by the SGLD chain (the bound's numerator)"))
