@@ -176,6 +176,8 @@ def test_cmi_bound_by_hand_on_a_full_batch_run(tmp_path):
     assert [r["step"] for r in logged] == [0, 1, 2, 3]
     assert logged[0]["sgld_information"] == 0 and logged[-1]["sgld_information"] == pytest.approx(
         s["sgld_information"])
+    # the logged train-error term reuses the evaluation's accuracy: the same figure as the summary's
+    assert logged[-1]["sgld_bound_train_error"] == pytest.approx(s["sgld_bound_train_error"])
     # the information by hand: isotropic Sigma = (tr / d) I; each full-batch step adds
     # (lr^2 d / (2 tr)) || (1/2n) sum_pairs (grad member - grad ghost) ||^2, the gradients at that step's weights
     data = run.data

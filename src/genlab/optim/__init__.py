@@ -11,5 +11,5 @@ from genlab.bounds.infotheory import bound_over_seeds, information_bound
 from genlab.optim.ivon import IVON, VariationalGD, posterior_predictive, variational_factor, vl_threshold
 from genlab.optim.sgld import SGLD
 
-__all__ = ["SHAPES", "NoiseCovariance", "noise_covariance", "closed_form_kl_ratio", "SGLD", "information_bound", "bound_over_seeds",
-           "IVON", "VariationalGD", "posterior_predictive", "vl_threshold", "variational_factor"]
+__all__ = ["SHAPES", "NoiseCovariance", "noise_covariance", "closed_form_kl_ratio", "SGLD", "information_bound",
+           "bound_over_seeds", "IVON", "VariationalGD", "posterior_predictive", "vl_threshold", "variational_factor"]

@@ -24,6 +24,7 @@ import torch
 
 from genlab.bounds.infotheory import information_bound
 from genlab.curvature.gradcov import stacked_per_sample_grads
+from genlab.errors import ConfigError
 from genlab.objective import Objective, params_to_vector
 from genlab.optim.noise import SHAPES, noise_covariance
 from genlab.seeding import keyed_generator
@@ -183,8 +184,6 @@ def check_train_equals_eval(objective: Objective, points: int = 8) -> None:
 
     The CMI prior forecasts the step's gradient from eval-mode gradients of the pairs; that is the step's own
     gradient only when train mode computes the same function. Buffers are restored after the check."""
-    from genlab.errors import ConfigError
-
     idx = torch.arange(min(points, objective.n))
     saved = {k: v.clone() for k, v in objective.buffers().items()}
     was = objective.model.training
@@ -337,14 +336,18 @@ class SGLDAccounting(Callback):
                            seed=state.seed, step=state.step, bound=self.bound, cov=self.cov, cov_size=self.cov_size,
                            prior_points=self.prior_points(state), pairs=self.pairs)
 
-    def bound_terms(self, state: TrainState) -> dict:
-        """The bound's terms at the current weights (empty when no bound is accounted)."""
+    def bound_terms(self, state: TrainState, train_accuracy: float | None = None) -> dict:
+        """The bound's terms at the current weights (empty when no bound is accounted); ``train_accuracy``: the
+        accuracy on all training points when the caller has measured it already (``cmi`` then reuses it)."""
         info = getattr(state.optimizer, "info", None)
         if info is None or not self.bound:
             return {}
         out: dict = {"sgld_information": info}
         if self.mode == "cmi":
-            error = error_rate(state.objective, torch.arange(state.objective.n))
+            if train_accuracy is not None and state.objective.classification:
+                error = 1.0 - train_accuracy
+            else:
+                error = error_rate(state.objective, torch.arange(state.objective.n))
             gap = information_bound(info, self.pairs.k, 1.0)
         elif self.mode == "negrea":
             rest = torch.nonzero(~self.prior_points(state)).flatten()
@@ -360,7 +363,7 @@ class SGLDAccounting(Callback):
 
     def _log(self, state: TrainState) -> None:
         if "train_loss" in state.metrics:  # an evaluation step: the bound's terms beside its figures
-            state.metrics.update(self.bound_terms(state))
+            state.metrics.update(self.bound_terms(state, state.metrics.get("train_accuracy")))
 
     def on_train_start(self, state: TrainState, resumed: bool) -> None:
         self._log(state)
