@@ -483,3 +483,66 @@ def test_vl_eos_every_learning_rate_counts():
     metrics, verdict = VL._verdict(runs, full)
     assert verdict == "did not hold"
     assert metrics[f"lr{full.lrs[0]:g}.vgd_below_gd"] is True and metrics[f"lr{lr:g}.vgd_below_gd"] is False
+
+
+# sgld-noise part (c): _cmi_verdict(table) -- paired by seed, at equal training loss
+
+def _cmi_table(infos=None, losses=None):
+    """Three seeds per shape; sqrt-gradcov's I is 1, 2, 3 and the others' 2x by default (all losses 1)."""
+    infos = infos or {s: [f * v for v in (1.0, 2.0, 3.0)] for s, f in
+                      {"isotropic": 2.0, "diagonal": 2.0, "gradcov": 2.0, "sqrt-gradcov": 1.0}.items()}
+    losses = losses or {}
+    table = {}
+    for shape, info in infos.items():
+        runs = [{"seed": i, "information": v, "train_error": 0.05} for i, v in enumerate(info)]
+        mean = sum(info) / len(info)
+        table[shape] = {"runs": runs, "information_mean": mean, "gap_bound": (2 * mean) ** 0.5,
+                        "test_error_bound": 0.05 + (2 * mean) ** 0.5, "test_error_bound_upper": None,
+                        "test_error_mean": 0.06, "train_loss_mean": losses.get(shape, 1.0)}
+    return table
+
+
+def test_sgld_noise_part_c_held_when_sqrt_is_lower_than_every_shape():
+    metrics, verdict = SG._cmi_verdict(_cmi_table())
+    assert verdict == "held"
+    assert metrics["cmi.isotropic.outcome"] == "sqrt-gradcov lower"
+    assert metrics["cmi.isotropic.information_minus_sqrt"] == pytest.approx(2.0)   # (1 + 2 + 3) / 3
+    # paired differences 1, 2, 3: lower limit 2 - t(0.95, 2) * 1 / sqrt(3) = 2 - 2.919986 / 1.732051
+    assert metrics["cmi.isotropic.information_minus_sqrt_lower"] == pytest.approx(2 - 2.919986 / 3 ** 0.5, rel=1e-6)
+    assert metrics["cmi.sqrt_over_isotropic_bound"] == pytest.approx(0.5 ** 0.5)
+
+
+def test_sgld_noise_part_c_unresolved_within_the_seeds_noise():
+    # isotropic's differences -1, +2, +5: mean 2 but the lower limit is below 0
+    infos = {"isotropic": [0.0, 4.0, 8.0], "diagonal": [2, 4, 6], "gradcov": [2, 4, 6], "sqrt-gradcov": [1, 2, 3]}
+    metrics, verdict = SG._cmi_verdict(_cmi_table(infos))
+    assert metrics["cmi.isotropic.outcome"] == "unresolved" and verdict == "inconclusive"
+
+
+def test_sgld_noise_part_c_a_better_trained_shape_is_not_beaten():
+    # gradcov's I is higher but it fits the data better than sqrt-gradcov by more than LOSS_SPREAD
+    metrics, verdict = SG._cmi_verdict(_cmi_table(losses={"gradcov": 1 / (1 + 1.01 * SG.LOSS_SPREAD)}))
+    assert metrics["cmi.gradcov.outcome"] == "unresolved" and verdict == "inconclusive"
+    # a worse-trained shape with a higher I is beaten (sqrt-gradcov is better on both)
+    metrics, verdict = SG._cmi_verdict(_cmi_table(losses={"gradcov": 3.0}))
+    assert verdict == "held"
+
+
+def test_sgld_noise_part_c_did_not_hold_when_another_shape_is_lower():
+    infos = {"isotropic": [0.5, 1.0, 1.5], "diagonal": [2, 4, 6], "gradcov": [2, 4, 6], "sqrt-gradcov": [1, 2, 3]}
+    metrics, verdict = SG._cmi_verdict(_cmi_table(infos))
+    assert metrics["cmi.isotropic.outcome"] == "isotropic lower" and verdict == "did not hold"
+    assert metrics["cmi.lowest_bound_shape"] == "isotropic"
+    # ... unless isotropic trains worse by more than LOSS_SPREAD: then it is unresolved
+    metrics, verdict = SG._cmi_verdict(_cmi_table(infos, losses={"isotropic": 1.2}))
+    assert metrics["cmi.isotropic.outcome"] == "unresolved" and verdict == "inconclusive"
+
+
+def test_sgld_noise_overall_verdict_combines_parts():
+    _, held = SG._verdict(_part_a(), _table(), SG_QUICK, _cmi_table())
+    assert held == "held"
+    infos = {"isotropic": [0.5, 1.0, 1.5], "diagonal": [2, 4, 6], "gradcov": [2, 4, 6], "sqrt-gradcov": [1, 2, 3]}
+    metrics, verdict = SG._verdict(_part_a(), _table(), SG_QUICK, _cmi_table(infos))
+    assert verdict == "did not hold" and metrics["ab.verdict"] == "held"
+    metrics, verdict = SG._verdict(_part_a(), _table(loss_spread=2 * SG.LOSS_SPREAD), SG_QUICK, _cmi_table())
+    assert verdict == "inconclusive" and metrics["cmi.verdict"] == "held"

@@ -20,24 +20,42 @@ held-out points (the training split beyond the first 10,000), so ``Sigma_t`` is 
 the bound requires. Table: train loss, test error, measured 0-1 gap, the information sum and the bound
 ``sqrt(2 (1/2)^2 I / n)`` on the expected 0-1 gap.
 
+Part (c), under a non-vacuous bound: the same four shapes at one trace with full-batch Langevin dynamics on
+MNIST (59,000 training images, an MLP with one hidden layer of 100 units) under Haghifam et al.'s CMI bound
+(``--sgld-bound cmi``, one bound pair per run, ``C`` estimated on 64 points beyond the pair's ghost drawn afresh
+each step), several seeds. Each seed draws its pair, ghost and selector from the run seed, so the shapes'
+runs of one seed share them and are compared paired. Under this bound the prior forecasts a pair's gradient
+by its two members' mean, so ``E[(g - mu)(g - mu)^T]`` is the per-sample gradient covariance (over ``4 n^2``):
+Wang et al.'s objective again, now with a bound well below 1. Per shape: the bound on the expected test
+error ``E[train error] + sqrt(2 E[I])`` (:func:`genlab.bounds.infotheory.bound_over_seeds`, with its 95% upper
+limit), the measured test error, the training loss.
+
 Verdict rules (fixed before running): part (a) holds when every implemented KL term matches its closed form to
 ``CLOSED_FORM_RTOL`` (1e-3 relative) and sqrt-gradcov's is the smallest. Part (b) compares bounds only at equal training loss (final train
 losses within ``LOSS_SPREAD`` relative of each other at a trace); it holds at a trace when sqrt-gradcov's bound
 is the lowest there. ``held``: (a) and (b) at every trace; ``did not hold``: (a) fails, or another shape's bound
 is lower at equal training loss; ``inconclusive``: the training losses differ too much to compare.
+Part (c) compares sqrt-gradcov with each other shape by the seeds' paired differences of ``I`` (the bound is
+increasing in ``E[I]``): sqrt-gradcov is *lower* when the one-sided 95% Student-t lower limit of
+``mean(I_other - I_sqrt)`` is above 0 and the other shape does not train better (mean final train loss not below
+sqrt-gradcov's by more than ``LOSS_SPREAD``); the other shape is lower when the upper limit is below 0 and it
+does not train worse by more than ``LOSS_SPREAD``; otherwise the pair is unresolved. Part (c) holds when
+sqrt-gradcov is lower than every other shape, does not hold when some shape is lower, else is inconclusive.
+Overall: ``did not hold`` if any part did not hold, ``held`` if every part held, else ``inconclusive``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from genlab.bounds.infotheory import bound_over_seeds
 from genlab.config import TrainConfig
 from genlab.experiments.results import ReproductionResult, choose_setting, write_results
 from genlab.optim.noise import SHAPES, expected_kl_term, noise_covariance
@@ -48,6 +66,28 @@ CLAIM = ("At an equal noise trace, SGLD noise shaped as the square root of the g
 CLOSED_FORM_RTOL = 1e-3  # eigenvalues at the numerical-rank threshold each shift the sqrt sum by ~1e-5
 LOSS_SPREAD = 0.10  # "equal training loss": max / min - 1 of the final train losses at one trace
 ESTIMATE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class CMIPart:
+    """Part (c)'s runs: full-batch Langevin dynamics under the CMI bound, each shape at ``trace``, ``seeds`` seeds."""
+
+    dataset: str = "mnist"
+    n_train: int = 59000
+    model: str = "mlp"
+    width: int = 100
+    depth: int = 1
+    lr: float = 0.3
+    steps: int = 300
+    trace: float = 1.0
+    cov_size: int = 64
+    seeds: int = 6
+
+    def config(self, shape: str, seed: int) -> TrainConfig:
+        return TrainConfig(dataset=self.dataset, n_train=self.n_train, model=self.model, width=self.width,
+                           depth=self.depth, optimizer="gld", lr=self.lr, steps=self.steps, seed=seed,
+                           sgld_noise=shape, noise_trace=self.trace, sgld_bound="cmi", sgld_cov_size=self.cov_size,
+                           eval_every=self.steps, checkpoint_every=self.steps, eval_batch_size=5000)
 
 
 @dataclass(frozen=True)
@@ -65,6 +105,7 @@ class SGLDNoiseSetting:
     seed: int = 0
     closed_form_steps: int = 100
     monte_carlo_batches: int = 400
+    cmi: CMIPart | None = CMIPart()  # part (c); None leaves it out
     expected_minutes: float = 0.0
 
     def config(self, shape: str, trace: float) -> TrainConfig:
@@ -74,8 +115,8 @@ class SGLDNoiseSetting:
 
 
 SETTINGS = {
-    "quick": SGLDNoiseSetting(epochs=3, traces=(1e-3,), expected_minutes=3),
-    "full": SGLDNoiseSetting(epochs=10, traces=(1e-3, 1e-2), expected_minutes=20),
+    "quick": SGLDNoiseSetting(epochs=3, traces=(1e-3,), cmi=CMIPart(steps=100, seeds=3), expected_minutes=6),
+    "full": SGLDNoiseSetting(epochs=10, traces=(1e-3, 1e-2), cmi=CMIPart(steps=300, seeds=6), expected_minutes=38),
 }
 
 
@@ -182,11 +223,15 @@ def reproduce(out: str | Path, quick: bool = False, quiet: bool = False,
                            "gap": s["generalization_gap_accuracy"], "information": s["sgld_information"],
                            "bound": s["sgld_error_gap_bound"], "wall_time_s": s.get("wall_time_s"),
                            "heldout": s.get("sgld_heldout")}
-    metrics, verdict = _verdict(part_a, table, setting)
+    part_c = cmi_part(out, setting.cmi, setting.shapes, quiet) if setting.cmi is not None else None
+    metrics, verdict = _verdict(part_a, table, setting, part_c)
     figures = [_plot_bounds(out, table, setting), _plot_information(out, runs, setting)]
+    if part_c is not None:
+        figures.append(_plot_cmi(out, part_c, setting.cmi))
     result = ReproductionResult(
         name="sgld-noise", claim=CLAIM, verdict=verdict, metrics=metrics, figures=figures,
-        details={"setting": name_of_setting, "part_a": part_a, "part_b": table,
+        details={"setting": name_of_setting, "part_a": part_a, "part_b": table, "part_c": part_c,
+                 "part_c_setting": None if setting.cmi is None else asdict(setting.cmi),
                  "network": setting.model, "dataset": setting.dataset, "n_train": setting.n_train,
                  "lr": setting.lr, "batch_size": setting.batch_size, "epochs": setting.epochs,
                  "seed": setting.seed, "loss_spread": LOSS_SPREAD, "closed_form_rtol": CLOSED_FORM_RTOL,
@@ -195,8 +240,83 @@ def reproduce(out: str | Path, quick: bool = False, quiet: bool = False,
     return result
 
 
-def _verdict(part_a: dict, table: dict, setting: SGLDNoiseSetting) -> tuple[dict[str, Any], str]:
-    """The rules of the module docstring, applied to part (a) and to each trace of part (b)."""
+def cmi_part(out: Path, part: CMIPart, shapes: tuple[str, ...], quiet: bool) -> dict[str, dict]:
+    """Part (c): every shape at ``part.trace`` for ``part.seeds`` seeds under the CMI bound; per shape the runs
+    and :func:`~genlab.bounds.infotheory.bound_over_seeds` over them (runs resumable)."""
+    from genlab.train import train
+
+    runs: dict[str, list[dict]] = {shape: [] for shape in shapes}
+    for seed in range(part.seeds):
+        for shape in shapes:
+            if not quiet:
+                print(f"sgld-noise (c): {shape}, seed {seed} ({part.steps} steps of Langevin dynamics, {part.model} on "
+                      f"{part.n_train} {part.dataset} points, CMI bound)")
+            s = train(part.config(shape, seed), out / "runs" / f"cmi-{shape}-seed{seed}", quiet=True).summary
+            runs[shape].append({"seed": seed, "information": s["sgld_information"], "pairs": s["sgld_bound_pairs"],
+                                "train_error": s["sgld_bound_train_error"], "train_loss": s["train_loss"],
+                                "test_error": 1 - s["test_accuracy"], "gap_bound": s["sgld_error_gap_bound"],
+                                "wall_time_s": s.get("wall_time_s")})
+    table = {}
+    for shape, rows in runs.items():
+        agg = bound_over_seeds([r["information"] for r in rows], [r["train_error"] for r in rows],
+                               points=rows[0]["pairs"])
+        test = np.array([r["test_error"] for r in rows])
+        table[shape] = {"runs": rows, **agg, "train_loss_mean": float(np.mean([r["train_loss"] for r in rows])),
+                        "test_error_mean": float(test.mean()),
+                        "test_error_std": float(test.std(ddof=1)) if len(test) > 1 else None}
+    return table
+
+
+def paired_limits(differences, confidence: float = 0.95) -> tuple[float, float | None, float | None]:
+    """Mean of paired differences and its one-sided Student-t lower and upper limits (``None`` with one pair)."""
+    from scipy import stats
+
+    diff = np.asarray(differences, dtype=float)
+    mean = float(diff.mean())
+    if len(diff) < 2:
+        return mean, None, None
+    half = float(stats.t.ppf(confidence, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff)))
+    return mean, mean - half, mean + half
+
+
+def _cmi_verdict(table: dict[str, dict]) -> tuple[dict[str, Any], str]:
+    """Part (c)'s rule (module docstring): sqrt-gradcov against each other shape, paired by seed."""
+    sq = table["sqrt-gradcov"]
+    metrics: dict[str, Any] = {}
+    outcomes = {}
+    for shape, r in table.items():
+        for key in ("test_error_bound", "test_error_bound_upper", "gap_bound", "information_mean",
+                    "test_error_mean", "train_loss_mean"):
+            metrics[f"cmi.{shape}.{key}"] = r[key]
+        if shape == "sqrt-gradcov":
+            continue
+        mean, low, high = paired_limits([a["information"] - b["information"] for a, b in zip(r["runs"], sq["runs"])])
+        trains_better = r["train_loss_mean"] < sq["train_loss_mean"] / (1 + LOSS_SPREAD)
+        trains_worse = r["train_loss_mean"] > sq["train_loss_mean"] * (1 + LOSS_SPREAD)
+        if low is not None and low > 0 and not trains_better:
+            outcomes[shape] = "sqrt-gradcov lower"
+        elif high is not None and high < 0 and not trains_worse:
+            outcomes[shape] = f"{shape} lower"
+        else:
+            outcomes[shape] = "unresolved"
+        metrics[f"cmi.{shape}.information_minus_sqrt"] = mean
+        metrics[f"cmi.{shape}.information_minus_sqrt_lower"] = low
+        metrics[f"cmi.{shape}.outcome"] = outcomes[shape]
+    metrics["cmi.sqrt_over_isotropic_bound"] = sq["gap_bound"] / table["isotropic"]["gap_bound"]
+    metrics["cmi.lowest_bound_shape"] = min(table, key=lambda s: table[s]["gap_bound"])
+    if all(o == "sqrt-gradcov lower" for o in outcomes.values()):
+        verdict = "held"
+    elif any(o.endswith(" lower") and not o.startswith("sqrt-gradcov") for o in outcomes.values()):
+        verdict = "did not hold"
+    else:
+        verdict = "inconclusive"
+    metrics["cmi.verdict"] = verdict
+    return metrics, verdict
+
+
+def _verdict(part_a: dict, table: dict, setting: SGLDNoiseSetting,
+             part_c: dict | None = None) -> tuple[dict[str, Any], str]:
+    """The rules of the module docstring, applied to part (a), to each trace of part (b) and to part (c)."""
     a_held = all(max(r["relative_error"].values()) < CLOSED_FORM_RTOL
                  and r["kl_terms"]["sqrt-gradcov"] <= min(r["kl_terms"].values()) * (1 + 1e-9)
                  for r in part_a.values())
@@ -239,6 +359,13 @@ def _verdict(part_a: dict, table: dict, setting: SGLDNoiseSetting) -> tuple[dict
         verdict = "inconclusive"
     else:
         verdict = "held"
+    metrics["ab.verdict"] = verdict
+    if part_c is not None:
+        c_metrics, c_verdict = _cmi_verdict(part_c)
+        metrics.update(c_metrics)
+        verdicts = (verdict, c_verdict)
+        verdict = ("did not hold" if "did not hold" in verdicts else
+                   "held" if all(v == "held" for v in verdicts) else "inconclusive")
     return metrics, verdict
 
 
@@ -280,3 +407,34 @@ def _plot_information(out: Path, runs: dict, setting: SGLDNoiseSetting) -> str:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return str(save_figure(fig, out / "figures" / "information.png").relative_to(out))
+
+
+def _plot_cmi(out: Path, table: dict, part: CMIPart) -> str:
+    """Part (c): each shape's bound on the expected test error (95% upper limit as a whisker) beside the measured
+    test error, and each seed's information."""
+    from genlab.report.figures import pyplot, save_figure
+
+    plt = pyplot()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    shapes = list(table)
+    x = np.arange(len(shapes))
+    bound = np.array([table[s]["test_error_bound"] for s in shapes])
+    upper = np.array([table[s]["test_error_bound_upper"] if table[s]["test_error_bound_upper"] is not None
+                      else table[s]["test_error_bound"] for s in shapes])
+    ax.bar(x - 0.2, bound, 0.4, yerr=[np.zeros_like(bound), upper - bound], capsize=3,
+           label="bound on E[test error] (whisker: 95% upper limit)")
+    ax.bar(x + 0.2, [table[s]["test_error_mean"] for s in shapes], 0.4, label="measured test error")
+    ax.bar(x - 0.2, [table[s]["train_error_mean"] for s in shapes], 0.4, fill=False, hatch="//",
+           label="its train-error part")
+    ax.set_xticks(x, shapes)
+    ax.set(ylabel="0-1 error", title=f"CMI bound, {part.dataset} n={part.n_train}, trace {part.trace:g}, "
+                                     f"{part.seeds} seeds")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    for i, s in enumerate(shapes):
+        ax2.scatter(np.full(len(table[s]["runs"]), i), [r["information"] for r in table[s]["runs"]], s=14)
+    ax2.set_xticks(x, shapes)
+    ax2.set_yscale("log")
+    ax2.set(ylabel="I per run (nats)", title="accounted KL sum per seed")
+    ax2.grid(alpha=0.3, axis="y", which="both")
+    return str(save_figure(fig, out / "figures" / "cmi-bounds.png").relative_to(out))
