@@ -252,4 +252,5 @@ def test_cmi_bound_section_shows_the_bound_against_the_test_error(tmp_path):
     page = parse(build_report(tmp_path, tmp_path / "r.html"))
     text = " ".join(page.text)
     assert "sgld_test_error_bound" in text and "sgld_bound_pairs" in text and "cmi" in text
+    assert "sgld_test_error_bound_sharp" in text  # one bound pair (the default): the sharpened bound too
     assert any("information accumulated" in t for t in page.text)

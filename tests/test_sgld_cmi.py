@@ -171,6 +171,7 @@ def test_cmi_bound_by_hand_on_a_full_batch_run(tmp_path):
     assert s["sgld_error_gap_bound"] == pytest.approx(math.sqrt(2 * s["sgld_information"] / 4))
     assert s["sgld_bound_train_error"] == pytest.approx(error_rate(run.objective, torch.arange(200)))
     assert s["sgld_test_error_bound"] == pytest.approx(s["sgld_bound_train_error"] + s["sgld_error_gap_bound"])
+    assert "sgld_test_error_bound_sharp" not in s  # four bound pairs: the sharpened form is for one
     # the terms are logged along the run, growing with the accounted information
     logged = [r for r in run.metrics if "sgld_error_gap_bound" in r]
     assert [r["step"] for r in logged] == [0, 1, 2, 3]
@@ -246,7 +247,7 @@ def test_monte_carlo_the_cmi_bound_is_above_the_average_measured_gap():
     from genlab.optim.sgld import error_rate
 
     base = load_dataset("digits", n_train=500)
-    k, gaps, infos, errs = 1, [], [], []
+    k, gaps, infos, errs, tests = 1, [], [], [], []
     for seed in range(30):
         data = draw_supersample(base, k, supersample_seed=seed, selector_seed=seed)
         torch.manual_seed(seed)
@@ -264,8 +265,99 @@ def test_monte_carlo_the_cmi_bound_is_above_the_average_measured_gap():
         gaps.append(ghost - member)
         infos.append(opt.info)
         errs.append(error_rate(obj, torch.arange(obj.n)))
-    agg = bound_over_seeds(infos, errs, points=k, subgaussian=1.0)
+        test = Objective(model, base.x_test, base.y_test, loss="ce", batch_size=512, classification=True)
+        tests.append(error_rate(test, torch.arange(test.n)))
+    agg = bound_over_seeds(infos, errs, points=k, subgaussian=1.0, single_pair=True)
     measured = float(np.mean(gaps))
     assert agg["gap_bound"] < 1 and np.mean(errs) < 0.1  # it learned, and the bound says something
     assert agg["gap_bound"] >= measured, (agg["gap_bound"], measured)
     assert agg["gap_bound_upper"] >= agg["gap_bound"]
+    # the sharpened bound on the expected test error: above the measured test error, below the stated bound
+    assert np.mean(tests) <= agg["test_error_bound_sharp"] < agg["test_error_bound"], (np.mean(tests), agg)
+    assert agg["test_error_bound_sharp"] <= agg["test_error_bound_sharp_upper"] <= agg["test_error_bound_upper"]
+
+
+def test_sign_gap_bound_against_a_dense_grid_and_the_square_root_form():
+    """The infimum over lambda, checked against brute force; at p = 1 it is within sqrt(2 I) (Steinke and
+    Zakynthinou's form), for small I it approaches sqrt(2 p I), and it grows with p and with I."""
+    from genlab.bounds.infotheory import sign_gap_bound
+
+    lam = np.exp(np.linspace(np.log(1e-4), np.log(60), 200001))
+    for info, p in [(1e-4, 0.05), (0.01, 0.3), (0.05, 1.0), (0.7, 0.5), (0.5, 1.0)]:
+        mgf = np.log1p(p * (np.cosh(np.minimum(lam, 700)) - 1))
+        grid = float(np.min((info + mgf) / lam))
+        got = sign_gap_bound(info, p)
+        assert got <= grid + 1e-9 and got >= grid * (1 - 1e-6), (info, p, got, grid)
+    assert sign_gap_bound(0.05, 1.0) <= math.sqrt(0.1)
+    assert 1.0 <= sign_gap_bound(2.0, 1.0) <= 1.001  # I > log 2: the infimum is the limit lam -> inf
+    assert sign_gap_bound(1e-6, 0.2) == pytest.approx(math.sqrt(2 * 0.2 * 1e-6), rel=1e-3)
+    assert sign_gap_bound(0.01, 0.2) < sign_gap_bound(0.01, 0.4) < sign_gap_bound(0.02, 0.4)
+    assert sign_gap_bound(0.01, 0.0) == 0.0
+
+
+def _gaussian_channel(m: float, sigma: float, c: float) -> tuple[float, float, float]:
+    """A pair and a selector in closed form: W = (2U - 1) m + sigma N; l_0 = 1{W > c}, l_1 = 1{W < -c}
+    (the member is fit: W moves away from where it errs). Returns the member's error R, the ghost's T and the
+    exact I(W; U) by quadrature."""
+    from scipy import integrate, stats
+
+    member = float(stats.norm.sf((c + m) / sigma))          # P(-m + sigma N > c)
+    ghost = float(stats.norm.cdf((m - c) / sigma))          # P(-m + sigma N < -c)
+    f0 = lambda w: stats.norm.pdf(w, -m, sigma)  # noqa: E731
+    f1 = lambda w: stats.norm.pdf(w, m, sigma)  # noqa: E731
+    integrand = lambda w: f0(w) * (math.log(2) - np.logaddexp(0.0, (f1(w) and math.log(f1(w) + 1e-300))  # noqa: E731
+                                                              - math.log(f0(w) + 1e-300)))
+    info, _ = integrate.quad(integrand, -m - 12 * sigma, m + 12 * sigma, limit=400)
+    return member, ghost, info
+
+
+def test_pair_sign_bound_holds_on_a_gaussian_channel_with_exact_mutual_information():
+    """Everything exact: the member's and the ghost's errors and I(W; U) of a two-point channel. The sharpened
+    bound is at or above the ghost's error everywhere on the grid, never above R + sqrt(2 I), and strictly
+    tighter (and non-vacuous) where the pair's errors are rare."""
+    from genlab.bounds.infotheory import pair_sign_bound, sign_gap_bound
+
+    tighter = 0
+    for m in (0.02, 0.1, 0.3, 1.0):
+        for sigma in (0.5, 1.0, 2.0):
+            for c in (0.0, 0.5, 1.5, 3.0):
+                r, t, info = _gaussian_channel(m, sigma, c)
+                assert 0 <= info <= math.log(2) + 1e-9
+                assert t - r <= sign_gap_bound(info, r + t) + 1e-9  # the inequality before solving for T
+                bound = pair_sign_bound(info, r)
+                assert bound >= t - 1e-9, (m, sigma, c, r, t, info, bound)
+                assert bound <= r + math.sqrt(2 * info) + 1e-9
+                if bound < 1 and bound < 0.8 * (r + math.sqrt(2 * info)):
+                    tighter += 1
+    assert tighter >= 10
+
+
+def test_pair_sign_bound_closed_forms():
+    """R = 0 and small I: p = T is small too, log(1 + T (cosh lam - 1)) ~ T (cosh lam - 1), so the root is
+    T = I / max_lam (lam + 1 - cosh lam) = I / (asinh 1 + 1 - sqrt 2) = 2.1405 I (a fast rate); I = 0 leaves
+    exactly R; it increases in I and R."""
+    from genlab.bounds.infotheory import pair_sign_bound
+
+    assert pair_sign_bound(0.0, 0.13) == pytest.approx(0.13, abs=1e-8)
+    assert pair_sign_bound(1e-5, 0.0) == pytest.approx(1e-5 / (math.asinh(1) + 1 - math.sqrt(2)), rel=1e-3)
+    assert pair_sign_bound(0.01, 0.1) < pair_sign_bound(0.02, 0.1) < pair_sign_bound(0.02, 0.2)
+    # against the quadratic-approximation root R + I + sqrt(I^2 + 4 R I) (B(p) ~ sqrt(2 p I) for small I)
+    r, i = 0.05, 1e-4
+    assert pair_sign_bound(i, r) == pytest.approx(r + i + math.sqrt(i * i + 4 * r * i), rel=1e-3)
+    assert pair_sign_bound(5.0, 0.3) == 1.0
+    with pytest.raises(ValueError):
+        pair_sign_bound(-1.0, 0.1)
+
+
+def test_one_bound_pair_run_reports_the_sharpened_bound(tmp_path):
+    from genlab.bounds.infotheory import pair_sign_bound
+    from genlab.config import TrainConfig
+    from genlab.train import train
+
+    cfg = TrainConfig(dataset="mnist1d", n_train=200, model="mlp", width=8, optimizer="gld", lr=0.05, steps=3,
+                      sgld_noise="isotropic", noise_trace=1e-2, sgld_bound="cmi", seed=1, eval_every=3)
+    s = train(cfg, tmp_path / "run", quiet=True).summary
+    assert s["sgld_bound_pairs"] == 1
+    assert s["sgld_test_error_bound_sharp"] == pytest.approx(
+        pair_sign_bound(s["sgld_information"], s["sgld_bound_train_error"]))
+    assert s["sgld_bound_train_error"] <= s["sgld_test_error_bound_sharp"] <= s["sgld_test_error_bound"]

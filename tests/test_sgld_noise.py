@@ -42,5 +42,6 @@ def test_tiny_reproduction(tmp_path):
         assert r["information_mean"] == pytest.approx(sum(info) / 2)
         assert r["gap_bound"] == pytest.approx((2 * r["information_mean"]) ** 0.5)
         assert m[f"cmi.{shape}.test_error_bound"] == pytest.approx(r["train_error_mean"] + r["gap_bound"])
+        assert r["train_error_mean"] <= m[f"cmi.{shape}.test_error_bound_sharp"] <= r["test_error_bound"]
     assert m["cmi.verdict"] in ("held", "did not hold", "inconclusive")
     assert "figures/cmi-bounds.png" in data["figures"]

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import torch
 
-from genlab.bounds.infotheory import information_bound
+from genlab.bounds.infotheory import information_bound, pair_sign_bound
 from genlab.curvature.gradcov import stacked_per_sample_grads
 from genlab.errors import ConfigError
 from genlab.objective import Objective, params_to_vector
@@ -273,7 +273,9 @@ class SGLDAccounting(Callback):
     * ``cmi`` (Haghifam et al. 2020, Steinke & Zakynthinou's ``sqrt(2 CMI / k)``): ``sqrt(2 I / k)`` over the
       ``k = n - m`` bound pairs; the train-error term is the error on all ``n`` training points, whose
       expectation equals the pairs' members' (the algorithm treats the training points exchangeably: uniform
-      batches, isotropic or held-out noise). The members' and ghosts' own errors are reported beside it.
+      batches, isotropic or held-out noise). The members' and ghosts' own errors are reported beside it. With
+      one bound pair (the default) also ``sgld_test_error_bound_sharp``:
+      :func:`genlab.bounds.infotheory.pair_sign_bound`, never above ``sgld_test_error_bound``.
 
     One run is one draw of the algorithm's randomness (and, for ``cmi``, of the selector); the expectation the
     bounds are stated for is estimated over seeds by :func:`genlab.bounds.infotheory.bound_over_seeds`.
@@ -359,6 +361,8 @@ class SGLDAccounting(Callback):
             return {**out, "sgld_error_gap_bound": information_bound(info, state.objective.n, 0.5)}
         out.update({"sgld_error_gap_bound": gap, "sgld_bound_train_error": error,
                     "sgld_test_error_bound": None if error is None else error + gap})
+        if self.mode == "cmi" and self.pairs.k == 1 and error is not None:
+            out["sgld_test_error_bound_sharp"] = pair_sign_bound(info, error)
         return out
 
     def _log(self, state: TrainState) -> None:

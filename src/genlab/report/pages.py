@@ -223,6 +223,10 @@ def _information_figure(records: list[dict[str, Any]]) -> bytes | None:
         ax = axes[0][1]
         steps = [b[0] for b in bound]
         ax.plot(steps, [b[1] for b in bound], label="bound on the expected test error (one run)")
+        sharp = [(r["step"], r["sgld_test_error_bound_sharp"]) for r in records
+                 if r.get("sgld_test_error_bound_sharp") is not None]
+        if sharp:
+            ax.plot(*zip(*sharp), label="sharpened (one pair, 0-1 loss)")
         ax.plot(steps, [b[2] for b in bound], label="measured test error")
         ax.set(xlabel="step", ylabel="0-1 error", ylim=(0, 1), title="the bound along the run")
         ax.legend()
@@ -303,7 +307,8 @@ def run_sections(path: Path, title: str | None = None) -> list[Section]:
         if is_sgld:
             s.add(kv_html({k: summary.get(k) for k in (
                 "sgld_bound", "sgld_information", "sgld_error_gap_bound", "sgld_bound_train_error",
-                "sgld_test_error_bound", "sgld_prior_size", "sgld_bound_points", "sgld_bound_pairs",
+                "sgld_test_error_bound", "sgld_test_error_bound_sharp", "sgld_prior_size", "sgld_bound_points",
+                "sgld_bound_pairs",
                 "sgld_pair_member_error", "sgld_pair_ghost_error", "sgld_heldout", "generalization_gap_accuracy",
                 "sgld_bound_note") if k in summary}))
             info = _information_figure(records)
