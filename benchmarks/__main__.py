@@ -28,7 +28,12 @@ def write_summary() -> Path:
         m = data["machine"]
         lines += [f"## {name}", "", (module.__doc__ or "").strip(), "",
                   f"Machine: {m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']} "
-                  f"({m['torch_threads']} threads), {m['platform']}; taken {m['date']}.", "", "Targets:", ""]
+                  f"({m['torch_threads']} threads), {m['platform']}; taken {m['date']}.", ""]
+        source = data["figures"].get("recomputed_from") if isinstance(data["figures"], dict) else None
+        if source:  # a bound recomputed from recorded runs (the module's --recompute)
+            lines += [f"Aggregates recomputed from the runs recorded {source['machine']['date']} (the runs, their "
+                      "settings and timings are those of that date).", ""]
+        lines += ["Targets:", ""]
         lines += [f"- [{'x' if met else ' '}] {t}" for t, met in data["targets"].items()]
         lines += ["", "Figures:", "", "```json", json.dumps(data["figures"], indent=2), "```", ""]
     out = Path(__file__).parent / "BENCHMARKS.md"

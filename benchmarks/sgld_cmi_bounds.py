@@ -9,7 +9,9 @@ hidden layer of 100 units, lr 0.15, 800 steps, isotropic noise of trace 1 per st
 raise ``I / k``), and each seed draws its own pair, ghost, selector and noise; the bound on the expected test
 error, ``E[train error] + sqrt(2 E[I] / 1)``, is estimated over the seeds
 (:func:`genlab.bounds.infotheory.bound_over_seeds`), with the one-sided 95% Student-t upper limit as the
-figure quoted against the target. Targets: MNIST at most 20% with at least 95% training accuracy,
+figure quoted against the target; the bound quoted is the sharpened one-pair form
+(:func:`genlab.bounds.infotheory.pair_sign_bound`, never above the stated ``E[train error] + sqrt(2 E[I])``,
+which is recorded beside it). Targets: MNIST at most 20% with at least 95% training accuracy,
 Fashion-MNIST at most 30%, each bound at or above the test error measured on the same runs; the accounting at
 most 1.5x a step without it (same run, steps timed with ``--sgld-bound off`` and ``cmi``, interleaved).
 """
@@ -40,7 +42,13 @@ def _dataset_row(name: str, root: Path) -> dict:
                      "test_error": 1 - s["test_accuracy"], "train_accuracy": s["train_accuracy"],
                      "pair_member_error": s["sgld_pair_member_error"], "pair_ghost_error": s["sgld_pair_ghost_error"],
                      "wall_time_s": s["wall_time_s"]})
-    agg = bound_over_seeds([r["information"] for r in runs], [r["train_error"] for r in runs], points=1)
+    return _aggregate(runs)
+
+
+def _aggregate(runs: list[dict]) -> dict:
+    """The bounds over the seeds' runs: a function of each run's KL sum and training error only."""
+    agg = bound_over_seeds([r["information"] for r in runs], [r["train_error"] for r in runs], points=1,
+                           single_pair=True)
     test = sum(r["test_error"] for r in runs) / len(runs)
     return {"runs": runs, **agg, "test_error_mean": test,
             "train_accuracy_min": min(r["train_accuracy"] for r in runs)}
@@ -65,24 +73,48 @@ def main() -> dict:
         root = Path(tmp)
         rows = {name: _dataset_row(name, root) for name in TARGETS}
         overhead = _overhead(root)
+    figures = {"settings": {**COMMON, "sgld_bound": "cmi", "bound_pairs": 1, "seeds": SEEDS}, "datasets": rows,
+               "overhead": overhead}
+    return record("sgld_cmi_bounds", figures, _targets(rows, overhead))
+
+
+def recompute() -> dict:
+    """The bounds recomputed from the recorded runs (``--recompute``): for a new bound that is a function of
+    what each run measured (its KL sum and training error), without retraining the 16 runs (about 25 minutes
+    on a fast 2-core machine, over an hour on a slow one). The runs, their settings and the overhead timing are
+    the recorded ones, and ``recomputed_from`` says when those were taken."""
+    import json
+
+    from benchmarks.common import RESULTS
+
+    old = json.loads((RESULTS / "sgld_cmi_bounds.json").read_text())
+    figures = old["figures"]
+    rows = {name: _aggregate(figures["datasets"][name]["runs"]) for name in TARGETS}
+    figures = {**figures, "datasets": rows,
+               "recomputed_from": old.get("recomputed_from") or {"machine": old["machine"]}}
+    return record("sgld_cmi_bounds", figures, _targets(rows, figures["overhead"]))
+
+
+def _targets(rows: dict, overhead: dict) -> dict:
     targets = {}
     for name, limit in TARGETS.items():
         r = rows[name]
-        targets[f"{name}: bound on the expected test error <= {100 * limit:.0f}% (measured "
-                 f"{100 * r['test_error_bound_upper']:.2f}% at 95%, {100 * r['test_error_bound']:.2f}% "
-                 f"from the means, {SEEDS} seeds)"] = r["test_error_bound_upper"] <= limit
-        targets[f"{name}: bound at or above the measured test error ({100 * r['test_error_bound']:.2f}% >= "
-                 f"{100 * r['test_error_mean']:.2f}%)"] = r["test_error_bound"] >= r["test_error_mean"]
+        targets[f"{name}: bound on the expected test error <= {100 * limit:.0f}% (sharpened one-pair bound "
+                 f"{100 * r['test_error_bound_sharp_upper']:.2f}% at 95%, {100 * r['test_error_bound_sharp']:.2f}% "
+                 f"from the means; the stated form {100 * r['test_error_bound_upper']:.2f}% / "
+                 f"{100 * r['test_error_bound']:.2f}%; {SEEDS} seeds)"] = r["test_error_bound_sharp_upper"] <= limit
+        targets[f"{name}: bound at or above the measured test error ({100 * r['test_error_bound_sharp']:.2f}% >= "
+                 f"{100 * r['test_error_mean']:.2f}%)"] = r["test_error_bound_sharp"] >= r["test_error_mean"]
     m = rows["mnist"]
     targets[f"mnist: at least 95% training accuracy on every run (lowest {100 * m['train_accuracy_min']:.2f}%)"] = \
         m["train_accuracy_min"] >= 0.95
     targets[f"CMI accounting <= 1.5x a Langevin step without it (measured {overhead['ratio']:.2f}x)"] = \
         overhead["ratio"] <= 1.5
-    figures = {"settings": {**COMMON, "sgld_bound": "cmi", "bound_pairs": 1, "seeds": SEEDS}, "datasets": rows,
-               "overhead": overhead}
-    return record("sgld_cmi_bounds", figures, targets)
+    return targets
 
 
 if __name__ == "__main__":
     import json
-    print(json.dumps(main(), indent=1))
+    import sys
+
+    print(json.dumps(recompute() if "--recompute" in sys.argv[1:] else main(), indent=1))

@@ -117,12 +117,15 @@ def curvature_cmd(
     dtype: Annotated[str, Opt(help="float64 | float32 (precision of the computation).")] = "float64",
     seed: Annotated[int, Opt(help="Seed of probes and start vectors.")] = 0,
     device: Annotated[Optional[str], Opt(help="auto | cpu | cuda (default: the run's).")] = None,
+    nproc: Annotated[int, Opt(help="Processes to shard the training points over (gloo; NCCL, one GPU each, "
+                                   "with --device cuda).")] = 1,
 ) -> None:
     """Curvature of a trained run: writes RUN_DIR/curvature.json and figures (eigenvalues, density)."""
     from genlab.curvature.analysis import curvature
 
     r = curvature(run_dir, top_k=top_k, tol=tol, trace=trace, trace_matvecs=trace_matvecs, density=density,
-                  jacobian=jacobian, gauss_newton=gauss_newton, dtype=dtype, seed=seed, device=device)
+                  jacobian=jacobian, gauss_newton=gauss_newton, dtype=dtype, seed=seed, device=device,
+                  nproc=nproc)
     line = f"{run_dir}: top eigenvalues {', '.join(f'{v:.6g}' for v in r['top_eigenvalues'])}"
     if r.get("stability_threshold"):
         line += f" (2/lr = {r['stability_threshold']:.6g})"

@@ -52,7 +52,7 @@ def gauss_newton_split(H: HessianOperator, G: GaussNewtonOperator, u: torch.Tens
 def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: bool = False,
               trace_matvecs: int = 150, density: bool = False, density_probes: int = 8, density_steps: int = 80,
               jacobian: bool = False, gauss_newton: bool = False, dtype: str = "float64", seed: int = 0,
-              figures: bool = True, device: str | None = None) -> dict[str, Any]:
+              figures: bool = True, device: str | None = None, nproc: int = 1) -> dict[str, Any]:
     """Analyse the curvature of a trained run; writes ``RUN_DIR/curvature.json`` (and figures); returns it.
 
     Args:
@@ -66,7 +66,13 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         seed: seed of the random probes and start vectors.
         figures: write ``figures/eigenvalues.png`` (and ``figures/spectral_density.png``).
         device: where to compute (default: the run's device).
+        nproc: processes to shard the training points over (:mod:`genlab.curvature.distributed`; gloo, or
+            NCCL with one GPU per rank when ``device`` is ``cuda``). Inside an initialised process group (your
+            own ``torchrun`` job) the group's ranks are used whatever ``nproc`` says; rank 0 writes the files.
+            The Jacobian norms (``jacobian``) are computed by rank 0 alone.
     """
+    from genlab.curvature.distributed import ShardedOperator, shard_indices, spawn, world
+
     from genlab.train.run import load_run
 
     if dtype not in ("float32", "float64"):
@@ -79,17 +85,32 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
                                ("--density-steps", density_steps, 2)):
         if not 1 <= least <= value <= 10 ** 5:
             raise ConfigError(f"{name}: must lie in [{least}, 100000] (got {value})")
+    if not isinstance(nproc, int) or not 1 <= nproc <= 256:
+        raise ConfigError(f"--nproc: must be an integer in [1, 256] (got {nproc})")
+    rank, size = world()
+    if nproc > 1 and size == 1:  # start the ranks ourselves; rank 0 writes curvature.json
+        import json
+
+        backend = "nccl" if device is not None and device.startswith("cuda") else "gloo"
+        spawn(_curvature_rank, nproc, str(run_dir), backend=backend, top_k=top_k, tol=tol, trace=trace,
+              trace_matvecs=trace_matvecs, density=density, density_probes=density_probes,
+              density_steps=density_steps, jacobian=jacobian, gauss_newton=gauss_newton, dtype=dtype, seed=seed,
+              figures=figures, device=device)
+        return json.loads((Path(run_dir) / "curvature.json").read_text())
     t0 = time.perf_counter()
     run = load_run(run_dir, device=device)
     base = run.objective
     model = run.model.to(getattr(torch, dtype))
     obj = base.with_model(model)
     gen = torch.Generator().manual_seed(seed)
-    H = HessianOperator(obj)
+    shard = shard_indices(obj.n, rank, size) if size > 1 else None
+    H = HessianOperator(obj, indices=shard)
+    if size > 1:
+        H = ShardedOperator(H)
     top = lanczos(H, min(top_k, H.dim), tol=tol, max_iter=max(300, 10 * top_k), generator=gen)
     result: dict[str, Any] = {
         "run": str(run.path), "loss": H.loss if H.loss is not None else float(obj.loss()),
-        "n": obj.n, "num_params": H.dim, "dtype": dtype, "seed": seed,
+        "n": obj.n, "num_params": H.dim, "dtype": dtype, "seed": seed, "processes": size,
         "top_eigenvalues": [float(x) for x in top.eigenvalues],
         "eigen_residuals": top.residuals, "eigen_converged": top.converged, "eigen_tol": tol,
         "grad_norm": float(H.gradient.norm()) if H.gradient is not None else None,
@@ -107,13 +128,15 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         result["density"] = {"grid": grid.tolist(), "values": dens.smoothed(grid, sigma).tolist(), "sigma": sigma,
                              "probes": density_probes, "steps": density_steps, **dens.as_dict()}
     if gauss_newton:
-        G = GaussNewtonOperator(obj)
+        G = GaussNewtonOperator(obj, indices=shard)
+        if size > 1:
+            G = ShardedOperator(G)
         gn = lanczos(G, min(top_k, G.dim), tol=tol, max_iter=max(300, 10 * top_k), generator=gen)
         split = gauss_newton_split(H, G, top.eigenvectors[:, 0])
         result["gauss_newton"] = {"top_eigenvalues": [float(x) for x in gn.eigenvalues],
                                   "residuals": gn.residuals, "matvecs": gn.matvecs,
                                   "top_ratio": float(gn.eigenvalues[0] / top.eigenvalues[0]), **split}
-    if jacobian:
+    if jacobian and rank == 0:
         from genlab.bounds.jacobian import jacobian_terms
 
         test = run.test_objective
@@ -124,10 +147,17 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
     result["hvp_count"] = H.matvecs
     result["wall_time_s"] = time.perf_counter() - t0
     H.release()
+    if rank != 0:
+        return result
     if figures:
         result["figures"] = _figures(Path(run.path), result, dens)
     write_json_atomic(Path(run.path) / "curvature.json", result)
     return result
+
+
+def _curvature_rank(run_dir: str, **kwargs) -> None:
+    """One rank of ``curvature(..., nproc=N)`` (module level, so that spawned processes can import it)."""
+    curvature(run_dir, **kwargs)
 
 
 def _threshold(config) -> float | None:

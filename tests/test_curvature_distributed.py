@@ -1,0 +1,75 @@
+"""Curvature over a dataset sharded across processes (gloo on CPU): the same numbers as one process."""
+
+import pytest
+import torch
+
+from genlab.curvature.distributed import shard_indices
+
+
+def test_shards_cover_the_points_once_in_order():
+    parts = [shard_indices(11, r, 3) for r in range(3)]
+    assert torch.equal(torch.cat(parts), torch.arange(11)) and [len(p) for p in parts] == [4, 4, 3]
+    with pytest.raises(ValueError):
+        shard_indices(2, 0, 3)
+
+
+def test_sharded_operator_needs_a_process_group():
+    from torch import nn
+
+    from genlab.curvature import HessianOperator
+    from genlab.curvature.distributed import ShardedOperator
+    from genlab.objective import Objective
+
+    obj = Objective(nn.Linear(3, 1).double(), torch.randn(8, 3).double(), torch.randn(8, 1).double(), "mse")
+    with pytest.raises(RuntimeError, match="process group"):
+        ShardedOperator(HessianOperator(obj))
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from genlab.config import TrainConfig
+    from genlab.train import train
+
+    path = tmp_path_factory.mktemp("dist") / "run"
+    train(TrainConfig(dataset="mnist1d", n_train=301, model="mlp", width=12, depth=1, optimizer="gd", lr=0.1,
+                      steps=30, seed=0), path, quiet=True)
+    return path
+
+
+def test_two_processes_agree_with_one_to_1e_minus_6(small_run):
+    """Top eigenvalues, Hutch++ trace, SLQ density moments and the Gauss-Newton split: 2 gloo ranks, each on
+    half of the 301 points (uneven shards), against the one-process in-memory result, float64."""
+    from genlab.curvature.analysis import curvature
+
+    kw = dict(top_k=3, tol=1e-8, trace=True, trace_matvecs=30, density=True, density_probes=2, density_steps=20,
+              gauss_newton=True, figures=False, seed=3)
+    one = curvature(small_run, **kw)
+    two = curvature(small_run, nproc=2, **kw)
+    assert one["processes"] == 1 and two["processes"] == 2
+    for a, b in zip(one["top_eigenvalues"], two["top_eigenvalues"]):
+        assert b == pytest.approx(a, rel=1e-6)
+    assert two["trace"] == pytest.approx(one["trace"], rel=1e-6)
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-9)
+    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-6)
+    for a, b in zip(one["density"]["values"], two["density"]["values"]):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-9 * max(one["density"]["values"]))
+    g1, g2 = one["gauss_newton"], two["gauss_newton"]
+    assert g2["top_eigenvalues"][0] == pytest.approx(g1["top_eigenvalues"][0], rel=1e-6)
+    assert g2["gauss_newton_fraction"] == pytest.approx(g1["gauss_newton_fraction"], rel=1e-6)
+    assert two["hvp_count"] == one["hvp_count"]  # the same Krylov iterations on every rank
+
+
+def test_cli_nproc_and_its_bad_values(small_run):
+    from genlab.cli import main
+
+    assert main(["curvature", str(small_run), "--top-k", "1", "--nproc", "2"]) == 0
+    assert main(["curvature", str(small_run), "--nproc", "0"]) == 2
+
+
+def test_a_failing_rank_is_one_error_line(tmp_path, capsys):
+    from genlab.cli import main
+
+    (tmp_path / "notarun").mkdir()
+    assert main(["curvature", str(tmp_path / "notarun"), "--nproc", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "worker process failed" in err[0]
