@@ -57,6 +57,7 @@ def test_two_processes_agree_with_one_to_1e_minus_6(small_run):
     assert g2["top_eigenvalues"][0] == pytest.approx(g1["top_eigenvalues"][0], rel=1e-6)
     assert g2["gauss_newton_fraction"] == pytest.approx(g1["gauss_newton_fraction"], rel=1e-6)
     assert two["hvp_count"] == one["hvp_count"]  # the same Krylov iterations on every rank
+    assert one["peak_rss_bytes"] > 10 ** 7 and one["peak_cuda_bytes"] is None  # torch alone is more than 10 MB
 
 
 def test_cli_nproc_and_its_bad_values(small_run):

@@ -8,7 +8,10 @@ keys tools can rely on:
 * ``trace``: Hutch++ estimate of the Hessian trace (``null`` unless asked for),
   with ``trace_std_error``;
 * ``hvp_count``: Hessian-vector products spent on everything in the file;
-* ``loss``: the objective the Hessian is of (mean training loss).
+* ``loss``: the objective the Hessian is of (mean training loss);
+* ``processes``: the ranks the training points were sharded over (``--nproc``);
+* ``peak_rss_bytes`` / ``peak_cuda_bytes``: the (rank-0) process's peak resident memory and peak CUDA
+  allocation (``null`` on CPU).
 
 Optional sections: ``density`` (SLQ), ``jacobian`` (input-output Jacobian norms
 on the training and test sets and MacDonald et al.'s quantities, see
@@ -146,6 +149,7 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
                                             hessian_top=result["top_eigenvalues"][0])
     result["hvp_count"] = H.matvecs
     result["wall_time_s"] = time.perf_counter() - t0
+    result.update(_peak_memory(obj.device))
     H.release()
     if rank != 0:
         return result
@@ -153,6 +157,18 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         result["figures"] = _figures(Path(run.path), result, dens)
     write_json_atomic(Path(run.path) / "curvature.json", result)
     return result
+
+
+def _peak_memory(device: torch.device) -> dict[str, int | None]:
+    """This process's peak resident memory so far (bytes; the whole process, data loading included) and, on
+    CUDA, the peak memory torch allocated on the device."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss *= 1 if sys.platform == "darwin" else 1024  # bytes on macOS, kilobytes on Linux
+    cuda = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {"peak_rss_bytes": int(rss), "peak_cuda_bytes": cuda}
 
 
 def _curvature_rank(run_dir: str, **kwargs) -> None:
