@@ -74,3 +74,14 @@ def test_a_failing_rank_is_one_error_line(tmp_path, capsys):
     assert main(["curvature", str(tmp_path / "notarun"), "--nproc", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "worker process failed" in err[0]
+
+
+def test_four_processes_agree_with_one(small_run):
+    from genlab.curvature.analysis import curvature
+
+    kw = dict(top_k=2, tol=1e-8, trace=True, trace_matvecs=15, figures=False, seed=1)
+    one = curvature(small_run, **kw)
+    four = curvature(small_run, nproc=4, **kw)
+    assert four["processes"] == 4
+    assert four["top_eigenvalues"] == pytest.approx(one["top_eigenvalues"], rel=1e-6)
+    assert four["trace"] == pytest.approx(one["trace"], rel=1e-6)

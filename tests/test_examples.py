@@ -91,5 +91,12 @@ def test_train_and_curvature_on_a_registered_user_model_and_dataset(tmp_path):
     # the run recorded its import: curvature re-imports it (from where it can be imported)
     curv = genlab("curvature", str(out), "--top-k", "2")
     assert curv.returncode == 0, curv.stderr
+    one = json.loads((out / "curvature.json").read_text())
+    # and so do the ranks of --nproc (spawned processes: each loads the run, re-importing the user's module)
+    curv = genlab("curvature", str(out), "--top-k", "2", "--nproc", "2")
+    assert curv.returncode == 0, curv.stderr
+    two = json.loads((out / "curvature.json").read_text())
+    assert two["processes"] == 2
+    assert two["top_eigenvalues"] == pytest.approx(one["top_eigenvalues"], rel=1e-6)
     unknown = genlab("train", "--dataset", "wine", "--out", str(tmp_path / "x"))
     assert unknown.returncode == 2 and "unknown dataset 'wine'" in unknown.stderr
