@@ -85,3 +85,47 @@ def test_four_processes_agree_with_one(small_run):
     assert four["processes"] == 4
     assert four["top_eigenvalues"] == pytest.approx(one["top_eigenvalues"], rel=1e-6)
     assert four["trace"] == pytest.approx(one["trace"], rel=1e-6)
+
+
+def test_jacobian_norms_are_computed_shard_by_shard(small_run):
+    from genlab.curvature.analysis import curvature
+
+    kw = dict(top_k=1, tol=1e-6, jacobian=True, figures=False)
+    one, two = curvature(small_run, **kw)["jacobian"], curvature(small_run, nproc=2, **kw)["jacobian"]
+    for key in ("train_jacobian_fro_mean", "train_jacobian_spec_max", "test_jacobian_spec_max",
+                "per_sample_gauss_newton_bound", "test_fraction_above_train_max"):
+        assert two[key] == pytest.approx(one[key], rel=1e-6), key
+
+
+def _gradcov_rank(path: str, out: str) -> None:
+    """One rank: the sharded gradient covariance of the run's objective; rank 0 writes it to ``out``."""
+    import json
+
+    import torch.distributed as dist
+
+    from genlab.curvature.distributed import sharded_gradient_covariance
+    from genlab.train.run import load_run
+
+    run = load_run(path)
+    obj = run.objective.with_model(run.model.double())
+    res = sharded_gradient_covariance(obj, top_k=3, tol=1e-10, seed=0)
+    if dist.get_rank() == 0:
+        with open(out, "w") as f:
+            json.dump(res, f)
+
+
+def test_sharded_gradient_covariance_matches_the_gram_matrix(small_run, tmp_path):
+    """2 ranks, Lanczos on F - g g^T over the shards, against the in-process Gram-matrix eigendecomposition."""
+    import json
+
+    from genlab.curvature.distributed import spawn
+    from genlab.curvature.gradcov import gradient_covariance
+    from genlab.train.run import load_run
+
+    run = load_run(small_run)
+    ref = gradient_covariance(run.objective.with_model(run.model.double()), top_k=3)
+    spawn(_gradcov_rank, 2, str(small_run), str(tmp_path / "gc.json"))
+    got = json.loads((tmp_path / "gc.json").read_text())
+    assert got["n"] == ref.n
+    assert got["trace"] == pytest.approx(ref.trace, rel=1e-6)
+    assert got["eigenvalues"] == pytest.approx([float(x) for x in ref.eigenvalues], rel=1e-6)

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from genlab.batching import take
-from genlab.curvature.jacobian import jacobian_norms
+from genlab.curvature.jacobian import JacobianNorms, jacobian_norms
 from genlab.objective import Objective
 
 
@@ -77,14 +77,16 @@ def first_linear_layer(model: nn.Module) -> nn.Linear | None:
 
 
 def jacobian_terms(objective: Objective, test_objective: Objective | None = None,
-                   gauss_newton_top: float | None = None, hessian_top: float | None = None) -> dict[str, Any]:
+                   gauss_newton_top: float | None = None, hessian_top: float | None = None,
+                   train_norms: JacobianNorms | None = None) -> dict[str, Any]:
     """Every quantity of the module docstring for one trained model, each reported on its own.
 
-    ``gauss_newton_top`` / ``hessian_top`` (from Lanczos) are echoed next to the lower bounds they face.
+    ``gauss_newton_top`` / ``hessian_top`` (from Lanczos) are echoed next to the lower bounds they face;
+    ``train_norms``: the training points' Jacobian norms when already computed (e.g. over sharded ranks).
     """
     obj = objective
     n = obj.n
-    train_norms = jacobian_norms(obj)
+    train_norms = jacobian_norms(obj) if train_norms is None else train_norms
     out: dict[str, Any] = {"n": n, **{f"train_{k}": v for k, v in train_norms.summary().items()}}
     tops = per_sample_gauss_newton_tops(obj)
     out["per_sample_gauss_newton_max"] = float(tops.max())

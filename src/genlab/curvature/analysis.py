@@ -72,7 +72,8 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         nproc: processes to shard the training points over (:mod:`genlab.curvature.distributed`; gloo, or
             NCCL with one GPU per rank when ``device`` is ``cuda``). Inside an initialised process group (your
             own ``torchrun`` job) the group's ranks are used whatever ``nproc`` says; rank 0 writes the files.
-            The Jacobian norms (``jacobian``) are computed by rank 0 alone.
+            The training points' Jacobian norms are computed shard by shard; the rest of ``jacobian`` (test
+            norms, per-sample Gauss-Newton tops, covering radii) by rank 0.
     """
     from genlab.curvature.distributed import ShardedOperator, shard_indices, spawn, world
 
@@ -139,6 +140,11 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         result["gauss_newton"] = {"top_eigenvalues": [float(x) for x in gn.eigenvalues],
                                   "residuals": gn.residuals, "matvecs": gn.matvecs,
                                   "top_ratio": float(gn.eigenvalues[0] / top.eigenvalues[0]), **split}
+    norms = None
+    if jacobian and size > 1:  # each rank its shard's points, gathered
+        from genlab.curvature.distributed import sharded_jacobian_norms
+
+        norms = sharded_jacobian_norms(obj)
     if jacobian and rank == 0:
         from genlab.bounds.jacobian import jacobian_terms
 
@@ -146,7 +152,7 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         test_obj = test.with_model(model) if test is not None else None
         gn_top = result["gauss_newton"]["top_eigenvalues"][0] if gauss_newton else None
         result["jacobian"] = jacobian_terms(obj, test_obj, gauss_newton_top=gn_top,
-                                            hessian_top=result["top_eigenvalues"][0])
+                                            hessian_top=result["top_eigenvalues"][0], train_norms=norms)
     result["hvp_count"] = H.matvecs
     result["wall_time_s"] = time.perf_counter() - t0
     result.update(_peak_memory(obj.device))

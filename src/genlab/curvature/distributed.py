@@ -104,6 +104,9 @@ def _worker(rank: int, size: int, port: int, backend: str, fn: Callable, args: t
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size)
     try:
         fn(*args, **kwargs)
+        # every rank done before any tears its sockets down (a rank leaving early can abort a peer still
+        # inside gloo); on an error, skip it: the failing rank must not wait for the others
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -127,3 +130,71 @@ def spawn(fn: Callable, nproc: int, *args, backend: str = "gloo", **kwargs) -> N
     except mp.ProcessRaisedException as err:  # the worker's traceback: keep its last line
         lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
         raise GenlabError(f"a worker process failed: {lines[-1] if lines else err}") from None
+
+
+def gather_rows(t: torch.Tensor, group: Any = None) -> torch.Tensor:
+    """Every rank's rows of ``t`` concatenated in rank order (the same tensor on every rank); with the
+    contiguous :func:`shard_indices` shards that is the global order of the points."""
+    import torch.distributed as dist
+
+    size = dist.get_world_size(group)
+    count = torch.tensor([t.shape[0]], device=t.device)
+    counts = [torch.zeros_like(count) for _ in range(size)]
+    dist.all_gather(counts, count, group=group)
+    top = int(max(c.item() for c in counts))
+    padded = torch.zeros((top, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[:t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in range(size)]
+    dist.all_gather(parts, padded, group=group)
+    return torch.cat([p[:int(c.item())] for p, c in zip(parts, counts)])
+
+
+def sharded_jacobian_norms(objective, group: Any = None):
+    """:func:`~genlab.curvature.jacobian.jacobian_norms` of every training point, each rank computing its
+    shard's (``objective`` holds all points on every rank, as ``genlab curvature --nproc`` loads them)."""
+    import torch.distributed as dist
+
+    from genlab.curvature.jacobian import JacobianNorms, jacobian_norms
+
+    rank, size = dist.get_rank(group), dist.get_world_size(group)
+    local = jacobian_norms(objective, indices=shard_indices(objective.n, rank, size))
+    return JacobianNorms(gather_rows(local.frobenius, group), gather_rows(local.spectral, group))
+
+
+class CenteredOperator(CurvatureOperator):
+    """``A - m m^T`` for a symmetric operator ``A`` and a vector ``m``: the per-sample gradient covariance
+    ``C = F - g g^T`` from the empirical Fisher ``F`` (sharded) and the global mean gradient ``g``."""
+
+    def __init__(self, op: CurvatureOperator, mean: torch.Tensor):
+        super().__init__(op.dim, op.dtype, op.device)
+        self.op, self.mean = op, mean.to(op.device, op.dtype)
+
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.op.matvec(v) - self.mean * torch.dot(self.mean, v)
+
+
+def sharded_gradient_covariance(objective, top_k: int = 10, *, tol: float = 1e-8, seed: int = 0,
+                                group: Any = None, shard: bool = True) -> dict:
+    """Trace and top eigenvalues of the (centred) per-sample gradient covariance over all ranks' shards, by
+    Lanczos on ``F - g g^T`` (never the ``n x n`` Gram matrix of
+    :func:`~genlab.curvature.gradcov.gradient_covariance`, which needs every gradient in one place). Each rank
+    passes an Objective holding all points and takes its :func:`shard_indices` shard, or, with
+    ``shard=False`` (your own job), an Objective on its own shard. Returns ``trace``, ``eigenvalues``
+    (descending), ``n``, ``mean_gradient_norm``."""
+    import torch.distributed as dist
+
+    from genlab.curvature.gradcov import stacked_per_sample_grads
+    from genlab.curvature.lanczos import lanczos
+    from genlab.curvature.operators import EmpiricalFisherOperator
+
+    rank, size = dist.get_rank(group), dist.get_world_size(group)
+    points = shard_indices(objective.n, rank, size) if shard else None
+    F = ShardedOperator(EmpiricalFisherOperator(objective, indices=points), group=group)
+    G = stacked_per_sample_grads(objective, points).double()
+    sums = torch.cat([G.sum(dim=0), G.pow(2).sum().reshape(1)]).to(F.device)
+    dist.all_reduce(sums, group=group)
+    mean, second = (sums[:-1] / F.n).to(F.dtype), float(sums[-1]) / F.n
+    C = CenteredOperator(F, mean)
+    top = lanczos(C, min(top_k, C.dim), tol=tol, generator=torch.Generator().manual_seed(seed))
+    return {"trace": second - float(mean.double().pow(2).sum()), "eigenvalues": [float(x) for x in top.eigenvalues],
+            "n": F.n, "mean_gradient_norm": float(mean.norm())}

@@ -30,11 +30,11 @@ class JacobianNorms:
 
 
 def jacobian_norms(objective: Objective, x: torch.Tensor | None = None, params: Params | None = None,
-                   batch_size: int | None = None) -> JacobianNorms:
-    """Frobenius and spectral norms of ``d f(x_i)/d x_i`` for every row of ``x`` (default: the training set,
-    streamed batch by batch)."""
+                   batch_size: int | None = None, indices: torch.Tensor | None = None) -> JacobianNorms:
+    """Frobenius and spectral norms of ``d f(x_i)/d x_i`` for every row of ``x`` (default: the training set, or
+    its points ``indices``, streamed batch by batch)."""
     if x is None:
-        blocks = (xb for xb, _ in objective.chunks())
+        blocks = (xb for xb, _ in objective.chunks(indices))
     else:
         step = batch_size or objective.batch_size
         blocks = (x[start:start + step] for start in range(0, len(x), step))
