@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import record
+from benchmarks.common import best_time, record
 from genlab.config import TrainConfig
 from genlab.curvature import HessianOperator, lanczos
 from genlab.curvature.tracking import SharpnessTracker
@@ -68,26 +68,17 @@ def cost_breakdown(path: Path) -> dict:
     run = load_run(path)
     obj, params = run.objective, list(run.model.parameters())
 
-    def best(fn, repeats=7):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
     def gradient():
         for p in params:
             p.grad = None
         obj.accumulate_grad()
 
-    step = best(gradient)
-    build = best(lambda: HessianOperator(obj))
+    step = best_time(gradient, repeats=7)
+    build = best_time(lambda: HessianOperator(obj), repeats=7)
     H = HessianOperator(obj)
     v = torch.randn(H.dim, generator=torch.Generator().manual_seed(0))
-    hvp = best(lambda: H.matvec(v))
-    uncached = best(lambda: HessianOperator(obj, cache_graph=False).matvec(v))
+    hvp = best_time(lambda: H.matvec(v), repeats=7)
+    uncached = best_time(lambda: HessianOperator(obj, cache_graph=False).matvec(v), repeats=7)
     return {"step_s": step, "build_over_step": build / step, "hvp_over_step": hvp / step,
             "uncached_hvp_over_step": uncached / step,
             "overhead_floor_every_10_at_4_hvps": (build + 4 * hvp) / (10 * step)}
@@ -110,8 +101,8 @@ def main() -> dict:
         check = ReferenceCheck()
         timed_segment(warm, tmp, 10, extra=[check])
         costs = cost_breakdown(warm)
-    figures = {"cost_per_measurement": costs, "setting": {**BASE, "warmup_steps": WARMUP, "timed_steps": TIMED}, "baseline_time_s": base_t,
-               "tracking": per_every, "max_rel_error_every_10": max(check.errors),
+    figures = {"cost_per_measurement": costs, "setting": {**BASE, "warmup_steps": WARMUP, "timed_steps": TIMED},
+               "baseline_time_s": base_t, "tracking": per_every, "max_rel_error_every_10": max(check.errors),
                "mean_rel_error_every_10": sum(check.errors) / len(check.errors), "checked": len(check.errors)}
     e10 = per_every[10]
     targets = {

@@ -42,9 +42,7 @@ def sign_gap_bound(info: float, p: float) -> float:
 
     if info < 0 or not 0 <= p <= 1:
         raise ValueError(f"need info >= 0 and p in [0, 1] (got {info}, {p})")
-    if p == 0:
-        return 0.0
-    if info == 0:
+    if p == 0 or info == 0:
         return 0.0
     f = lambda lam: (info + _log_mgf(lam, p)) / lam  # noqa: E731
     guess = math.sqrt(2 * info / p)  # the optimum of the quadratic approximation

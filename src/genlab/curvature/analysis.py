@@ -75,8 +75,7 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
             The training points' Jacobian norms are computed shard by shard; the rest of ``jacobian`` (test
             norms, per-sample Gauss-Newton tops, covering radii) by rank 0.
     """
-    from genlab.curvature.distributed import ShardedOperator, shard_indices, spawn, world
-
+    from genlab.curvature.distributed import ShardedOperator, shard_indices, sharded_jacobian_norms, spawn, world
     from genlab.train.run import load_run
 
     if dtype not in ("float32", "float64"):
@@ -142,8 +141,6 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
                                   "top_ratio": float(gn.eigenvalues[0] / top.eigenvalues[0]), **split}
     norms = None
     if jacobian and size > 1:  # each rank its shard's points, gathered
-        from genlab.curvature.distributed import sharded_jacobian_norms
-
         norms = sharded_jacobian_norms(obj)
     if jacobian and rank == 0:
         from genlab.bounds.jacobian import jacobian_terms

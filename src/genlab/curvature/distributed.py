@@ -183,15 +183,17 @@ def sharded_gradient_covariance(objective, top_k: int = 10, *, tol: float = 1e-8
     (descending), ``n``, ``mean_gradient_norm``."""
     import torch.distributed as dist
 
-    from genlab.curvature.gradcov import stacked_per_sample_grads
     from genlab.curvature.lanczos import lanczos
-    from genlab.curvature.operators import EmpiricalFisherOperator
+    from genlab.curvature.operators import EmpiricalFisherOperator, flat_per_sample_grads
 
     rank, size = dist.get_rank(group), dist.get_world_size(group)
     points = shard_indices(objective.n, rank, size) if shard else None
     F = ShardedOperator(EmpiricalFisherOperator(objective, indices=points), group=group)
-    G = stacked_per_sample_grads(objective, points).double()
-    sums = torch.cat([G.sum(dim=0), G.pow(2).sum().reshape(1)]).to(F.device)
+    sums = torch.zeros(F.dim + 1, dtype=torch.float64, device=F.device)  # sum of g_i, then of ||g_i||^2
+    for xb, yb in objective.chunks(points):  # streamed: never all n x d gradients at once
+        g = flat_per_sample_grads(objective, xb, yb).double()
+        sums[:-1] += g.sum(dim=0)
+        sums[-1] += g.pow(2).sum()
     dist.all_reduce(sums, group=group)
     mean, second = (sums[:-1] / F.n).to(F.dtype), float(sums[-1]) / F.n
     C = CenteredOperator(F, mean)
