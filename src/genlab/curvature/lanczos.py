@@ -9,6 +9,13 @@ residual bounds the eigenvalue error (``|lambda - theta| <= residual``, and
 relative accuracy of each reported eigenvalue. Warm starts (``v0`` = the last
 eigenvector, as in sharpness tracking) converge in a handful of products.
 
+The basis is the solver's memory (``m`` vectors of ``d`` numbers after ``m`` products). ``max_basis`` caps
+it: when the basis is full, the run restarts *thick* (Wu & Simon 2000, "Thick-restart Lanczos method for
+large symmetric eigenvalue problems"): it keeps the best Ritz vectors, whose Rayleigh quotient matrix is
+diagonal plus one coupling row to the next Lanczos vector, and goes on from there. The relation
+``A Q = Q T + beta q e^T`` holds across restarts, so the residual test (and its guarantee) is unchanged;
+only more products may be needed.
+
 :func:`power_iteration` is the fallback (and PyHessian's method): it stops when
 the Rayleigh quotient changes by less than ``tol`` relatively between two
 iterations, which can be far from converged when the top two eigenvalues are
@@ -38,6 +45,7 @@ class EigenResult:
     converged: bool
     method: str = "lanczos"
     history: list[float] = field(default_factory=list)  # the top estimate after each product
+    basis_columns: int = 0  # the most basis vectors held at once (the solver's memory: that many d-vectors)
 
     def as_dict(self) -> dict:
         """JSON-able summary (no eigenvectors)."""
@@ -59,7 +67,7 @@ def _select(theta: np.ndarray, k: int, which: str) -> np.ndarray:
 
 def lanczos(op: CurvatureOperator, k: int = 1, *, tol: float = 1e-4, max_iter: int = 200, which: str = "LA",
             v0: torch.Tensor | None = None, generator: torch.Generator | None = None,
-            min_iter: int = 0, error: str = "residual") -> EigenResult:
+            min_iter: int = 0, error: str = "residual", max_basis: int | None = None) -> EigenResult:
     """The ``k`` top eigenpairs of ``op`` by Lanczos with full reorthogonalisation.
 
     Args:
@@ -86,6 +94,9 @@ def lanczos(op: CurvatureOperator, k: int = 1, *, tol: float = 1e-4, max_iter: i
             from a cold start a close pair the Krylov space has not resolved yet is
             invisible to it (the Ritz value sits between the pair, off by up to the
             residual): use it with warm starts near the top direction, as tracking does.
+        max_basis: keep at most this many basis vectors (memory ``max_basis x d``), restarting thick when
+            the basis is full (module docstring); ``None`` (default): no cap, the basis grows to ``max_iter``.
+            At least ``k + 2``. ``max_iter`` still counts every product, restarts included.
 
     Returns:
         :class:`EigenResult` with eigenvalues in descending order (by ``which``).
@@ -98,7 +109,12 @@ def lanczos(op: CurvatureOperator, k: int = 1, *, tol: float = 1e-4, max_iter: i
     k = int(k)
     if not 1 <= k <= d:
         raise ValueError(f"k must be in 1..{d}, not {k}")
-    max_iter = min(int(max_iter), d)
+    max_iter = int(max_iter) if max_basis is not None else min(int(max_iter), d)
+    if max_basis is not None:
+        max_basis = min(int(max_basis), d)
+        if max_basis < min(k + 2, d):
+            raise ValueError(f"max_basis must be at least k + 2 = {k + 2} (got {max_basis})")
+    cap = max_iter if max_basis is None else max_basis  # most columns Q ever holds, minus the next vector
     start = op.matvecs
     if v0 is None:
         q = _random_unit(op, generator)
@@ -108,28 +124,29 @@ def lanczos(op: CurvatureOperator, k: int = 1, *, tol: float = 1e-4, max_iter: i
         nrm = q.norm()
         q = _random_unit(op, generator) if not torch.isfinite(nrm) or nrm == 0 else q / nrm
     # the basis grows in blocks: allocating (d, max_iter) up front costs more than a short warm-started run
-    Q = torch.empty(d, min(max_iter + 1, 32), dtype=op.dtype, device=op.device)
-    alphas: list[float] = []
-    betas: list[float] = []
+    Q = torch.empty(d, min(cap + 1, 32), dtype=op.dtype, device=op.device)
+    # T = Q^T A Q: tridiagonal, except after a thick restart (diagonal block of kept Ritz values + one arrow row)
+    T = np.zeros((min(cap + 1, 32),) * 2)
     Q[:, 0] = q
     residuals: list[float] = []
     history: list[float] = []
     converged = False
-    m = 0
+    m = 0  # basis vectors whose column of T is complete
+    products = 0
     theta = S = None
     idx = None
-    while m < max_iter:
+    while products < max_iter:
         w = op.matvec(Q[:, m])
+        products += 1
         alpha = float(torch.dot(w, Q[:, m]))
-        alphas.append(alpha)
+        T[m, m] = alpha
         # full reorthogonalisation against the basis so far, twice
         basis = Q[:, :m + 1]
         for _ in range(2):
             w = w - basis @ (basis.T @ w)
         beta = float(w.norm())
         m += 1
-        T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
-        theta, S = np.linalg.eigh(T)
+        theta, S = np.linalg.eigh(T[:m, :m])
         kk = min(k, m)
         idx = _select(theta, kk, which)
         history.append(float(theta[idx[0]]))
@@ -143,42 +160,75 @@ def lanczos(op: CurvatureOperator, k: int = 1, *, tol: float = 1e-4, max_iter: i
             tail = _tail_estimate(history)
             errors = [max(_gap_error(r, theta, i), tail) for r, i in zip(residuals, idx)]
         ok = kk == k and all(e <= tol * max(abs(theta[i]), scale) for e, i in zip(errors, idx))
-        if ok and m >= min_iter:
+        if ok and products >= min_iter:
             converged = True
             break
-        if m >= max_iter:
+        if products >= max_iter or m >= d and beta > 1e-12 * max(float(np.abs(theta).max()), 1e-300):
             break
         if beta <= 1e-12 * max(float(np.abs(theta).max()), 1e-300):
             # invariant subspace found: exact eigenpairs within it; continue with a fresh
             # direction orthogonal to the basis if more pairs (or iterations) are needed
-            if kk == k and m >= min_iter:
+            if kk == k and products >= min_iter:
                 converged = True
                 residuals = [0.0] * k
                 break
+            if m >= d:
+                break
+            if m >= cap:  # no room for a fresh direction: restart around the wanted Ritz vectors
+                Q, T, m = _thick_restart(Q, T, m, theta, S, _select(theta, _keep(k, cap, m), which), 0.0, None)
             r = _random_unit(op, generator)
             for _ in range(2):
                 r = r - Q[:, :m] @ (Q[:, :m].T @ r)
-            Q = _room(Q, m, max_iter)
+            Q, T = _room(Q, T, m, cap)
             Q[:, m] = r / r.norm()
-            betas.append(0.0)
             continue
-        Q = _room(Q, m, max_iter)
+        if m >= cap:  # the basis is full: keep the best Ritz vectors, go on from the next Lanczos vector
+            Q, T, m = _thick_restart(Q, T, m, theta, S, _select(theta, _keep(k, cap, m), which), beta, w / beta)
+            continue
+        Q, T = _room(Q, T, m, cap)
         Q[:, m] = w / beta
-        betas.append(beta)
+        T[m - 1, m] = T[m, m - 1] = beta
     S_t = torch.from_numpy(S[:, idx]).to(op.device, op.dtype)
     vecs = Q[:, :m] @ S_t
     vals = torch.tensor(theta[idx], dtype=torch.float64)
-    return EigenResult(vals, vecs, [float(r) for r in residuals], op.matvecs - start, m, converged,
-                       history=history)
+    return EigenResult(vals, vecs, [float(r) for r in residuals], op.matvecs - start, products, converged,
+                       history=history, basis_columns=int(Q.shape[1]))
 
 
-def _room(Q: torch.Tensor, m: int, max_iter: int) -> torch.Tensor:
-    """``Q`` with at least ``m + 1`` columns (doubling, capped at ``max_iter + 1``)."""
+def _keep(k: int, cap: int, m: int) -> int:
+    """Ritz vectors a thick restart keeps: the wanted ``k`` and half the spare room (Wu & Simon's choice),
+    leaving room for at least one new product."""
+    return min(max(k, k + (cap - k) // 2), m - 1, cap - 1)
+
+
+def _thick_restart(Q: torch.Tensor, T: np.ndarray, m: int, theta: np.ndarray, S: np.ndarray, keep: np.ndarray,
+                   beta: float, q_next: torch.Tensor | None) -> tuple[torch.Tensor, np.ndarray, int]:
+    """Replace the ``m``-vector basis by the kept Ritz vectors ``Q S[:, keep]`` (plus the next Lanczos vector).
+
+    Then ``T`` is ``diag(theta[keep])`` with the coupling ``beta * S[-1, keep]`` to the next vector, which keeps
+    ``A Q = Q T + beta q e^T`` (Wu & Simon 2000).
+    """
+    j = len(keep)
+    S_k = torch.from_numpy(np.ascontiguousarray(S[:, keep])).to(Q.device, Q.dtype)
+    Q[:, :j] = Q[:, :m] @ S_k
+    T[:] = 0.0
+    T[np.arange(j), np.arange(j)] = theta[keep]
+    if q_next is not None:
+        Q[:, j] = q_next
+        T[:j, j] = T[j, :j] = beta * S[-1, keep]
+    return Q, T, j
+
+
+def _room(Q: torch.Tensor, T: np.ndarray, m: int, cap: int) -> tuple[torch.Tensor, np.ndarray]:
+    """``Q`` (and ``T``) with room for at least ``m + 1`` basis vectors (doubling, capped at ``cap + 1``)."""
     if m < Q.shape[1]:
-        return Q
-    bigger = torch.empty(Q.shape[0], min(2 * Q.shape[1], max_iter + 1), dtype=Q.dtype, device=Q.device)
+        return Q, T
+    size = min(2 * Q.shape[1], cap + 1)
+    bigger = torch.empty(Q.shape[0], size, dtype=Q.dtype, device=Q.device)
     bigger[:, :Q.shape[1]] = Q
-    return bigger
+    T2 = np.zeros((size, size))
+    T2[:T.shape[0], :T.shape[1]] = T
+    return bigger, T2
 
 
 def _tail_estimate(history: list[float]) -> float:
