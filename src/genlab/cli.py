@@ -119,13 +119,18 @@ def curvature_cmd(
     device: Annotated[Optional[str], Opt(help="auto | cpu | cuda (default: the run's).")] = None,
     nproc: Annotated[int, Opt(help="Processes to shard the training points over (gloo; NCCL, one GPU each, "
                                    "with --device cuda).")] = 1,
+    max_memory: Annotated[Optional[str], Opt(help="Budget per process beyond data and model, e.g. 2GB: one "
+                                                  "batch's graph, cached graphs if they fit, the Lanczos basis "
+                                                  "capped to the rest.")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Examples per chunk of each product (default: the run's).")]
+    = None,
 ) -> None:
     """Curvature of a trained run: writes RUN_DIR/curvature.json and figures (eigenvalues, density)."""
     from genlab.curvature.analysis import curvature
 
     r = curvature(run_dir, top_k=top_k, tol=tol, trace=trace, trace_matvecs=trace_matvecs, density=density,
                   jacobian=jacobian, gauss_newton=gauss_newton, dtype=dtype, seed=seed, device=device,
-                  nproc=nproc)
+                  nproc=nproc, max_memory=max_memory, batch_size=batch_size)
     line = f"{run_dir}: top eigenvalues {', '.join(f'{v:.6g}' for v in r['top_eigenvalues'])}"
     if r.get("stability_threshold"):
         line += f" (2/lr = {r['stability_threshold']:.6g})"

@@ -11,7 +11,10 @@ keys tools can rely on:
 * ``loss``: the objective the Hessian is of (mean training loss);
 * ``processes``: the ranks the training points were sharded over (``--nproc``);
 * ``peak_rss_bytes`` / ``peak_cuda_bytes``: the (rank-0) process's peak resident memory and peak CUDA
-  allocation (``null`` on CPU).
+  allocation (``null`` on CPU);
+* ``memory``: how the computation spent memory (:mod:`genlab.curvature.memory`): ``max_memory`` (the
+  budget, ``null`` without one), ``vector_bytes``, ``graph_bytes_per_chunk`` (measured under a budget),
+  ``chunks``, ``cache_graph``, ``basis_columns`` (the Lanczos basis cap) and ``basis_columns_used``.
 
 Optional sections: ``density`` (SLQ), ``jacobian`` (input-output Jacobian norms
 on the training and test sets and MacDonald et al.'s quantities, see
@@ -55,7 +58,8 @@ def gauss_newton_split(H: HessianOperator, G: GaussNewtonOperator, u: torch.Tens
 def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: bool = False,
               trace_matvecs: int = 150, density: bool = False, density_probes: int = 8, density_steps: int = 80,
               jacobian: bool = False, gauss_newton: bool = False, dtype: str = "float64", seed: int = 0,
-              figures: bool = True, device: str | None = None, nproc: int = 1) -> dict[str, Any]:
+              figures: bool = True, device: str | None = None, nproc: int = 1, max_memory: int | str | None = None,
+              batch_size: int | None = None) -> dict[str, Any]:
     """Analyse the curvature of a trained run; writes ``RUN_DIR/curvature.json`` (and figures); returns it.
 
     Args:
@@ -74,7 +78,14 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
             own ``torchrun`` job) the group's ranks are used whatever ``nproc`` says; rank 0 writes the files.
             The training points' Jacobian norms are computed shard by shard; the rest of ``jacobian`` (test
             norms, per-sample Gauss-Newton tops, covering radii) by rank 0.
+        max_memory: a budget in bytes (or ``"2GB"``) for what the computation holds beyond the data and model,
+            per process: one batch's graph, cached graphs only if they fit, the Lanczos basis capped (thick
+            restarts) to the rest (:mod:`genlab.curvature.memory`). ``None``: nothing capped.
+        batch_size: examples per chunk of every product (default: the run's); one chunk's graph is what a
+            streamed product holds.
     """
+    from genlab.curvature.memory import parse_size, plan_memory
+
     from genlab.curvature.distributed import ShardedOperator, shard_indices, sharded_jacobian_norms, spawn, world
     from genlab.train.run import load_run
 
@@ -90,6 +101,9 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
             raise ConfigError(f"{name}: must lie in [{least}, 100000] (got {value})")
     if not isinstance(nproc, int) or not 1 <= nproc <= 256:
         raise ConfigError(f"--nproc: must be an integer in [1, 256] (got {nproc})")
+    budget = parse_size(max_memory) if max_memory is not None else None
+    if batch_size is not None and not (isinstance(batch_size, int) and 1 <= batch_size <= 10 ** 7):
+        raise ConfigError(f"--batch-size: must be an integer in [1, 10000000] (got {batch_size})")
     rank, size = world()
     if nproc > 1 and size == 1:  # start the ranks ourselves; rank 0 writes curvature.json
         import json
@@ -98,19 +112,25 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         spawn(_curvature_rank, nproc, str(run_dir), backend=backend, top_k=top_k, tol=tol, trace=trace,
               trace_matvecs=trace_matvecs, density=density, density_probes=density_probes,
               density_steps=density_steps, jacobian=jacobian, gauss_newton=gauss_newton, dtype=dtype, seed=seed,
-              figures=figures, device=device)
+              figures=figures, device=device, max_memory=budget, batch_size=batch_size)
         return json.loads((Path(run_dir) / "curvature.json").read_text())
     t0 = time.perf_counter()
     run = load_run(run_dir, device=device)
     base = run.objective
     model = run.model.to(getattr(torch, dtype))
     obj = base.with_model(model)
+    if batch_size is not None:
+        obj.batch_size = batch_size
     gen = torch.Generator().manual_seed(seed)
     shard = shard_indices(obj.n, rank, size) if size > 1 else None
-    H = HessianOperator(obj, indices=shard)
+    plan = plan_memory(obj, budget, top_k=top_k, trace_matvecs=trace_matvecs if trace else None,
+                       density_steps=density_steps if density else None,
+                       n=len(shard) if shard is not None else None)
+    H = HessianOperator(obj, indices=shard, cache_graph=plan.cache_graph)
     if size > 1:
         H = ShardedOperator(H)
-    top = lanczos(H, min(top_k, H.dim), tol=tol, max_iter=max(300, 10 * top_k), generator=gen)
+    top = lanczos(H, min(top_k, H.dim), tol=tol, max_iter=max(300, 10 * top_k), generator=gen,
+                  max_basis=plan.basis_columns)
     result: dict[str, Any] = {
         "run": str(run.path), "loss": H.loss if H.loss is not None else float(obj.loss()),
         "n": obj.n, "num_params": H.dim, "dtype": dtype, "seed": seed, "processes": size,
@@ -134,7 +154,8 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         G = GaussNewtonOperator(obj, indices=shard)
         if size > 1:
             G = ShardedOperator(G)
-        gn = lanczos(G, min(top_k, G.dim), tol=tol, max_iter=max(300, 10 * top_k), generator=gen)
+        gn = lanczos(G, min(top_k, G.dim), tol=tol, max_iter=max(300, 10 * top_k), generator=gen,
+                     max_basis=plan.basis_columns)
         split = gauss_newton_split(H, G, top.eigenvectors[:, 0])
         result["gauss_newton"] = {"top_eigenvalues": [float(x) for x in gn.eigenvalues],
                                   "residuals": gn.residuals, "matvecs": gn.matvecs,
@@ -150,6 +171,7 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         gn_top = result["gauss_newton"]["top_eigenvalues"][0] if gauss_newton else None
         result["jacobian"] = jacobian_terms(obj, test_obj, gauss_newton_top=gn_top,
                                             hessian_top=result["top_eigenvalues"][0], train_norms=norms)
+    result["memory"] = {**plan.as_dict(), "basis_columns_used": top.basis_columns}
     result["hvp_count"] = H.matvecs
     result["wall_time_s"] = time.perf_counter() - t0
     result.update(_peak_memory(obj.device))
