@@ -34,12 +34,12 @@ def _rss() -> int:
         return int(f.read().split()[1]) * 4096
 
 
-def _images(n: int):
+def _images(n: int, dataset: str = "mnist"):
     import torch
 
     from genlab.data import load_dataset
 
-    data = load_dataset("mnist", n_train=n)
+    data = load_dataset(dataset, n_train=n)
     # back to uint8 pixels, as an image dataset keeps them; normalised per item when read
     mean, std = data.info["mean"], data.info["std"]
     pixels = ((data.x_train * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
