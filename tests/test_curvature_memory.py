@@ -76,11 +76,14 @@ def test_genlab_curvature_under_a_budget_records_its_plan_and_agrees(small_run, 
     vec = free["memory"]["vector_bytes"]
     code = main(["curvature", str(small_run), "--top-k", "3", "--tol", "1e-8",
                  "--max-memory", str(40 * vec + 10 ** 6), "--batch-size", "50"])
-    assert code == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert code == 0, out
     got = json.loads((small_run / "curvature.json").read_text())
     mem = got["memory"]
     assert mem["max_memory"] == 40 * vec + 10 ** 6 and mem["chunks"] == 6 and mem["graph_bytes_per_chunk"] > 0
     assert mem["basis_columns_used"] <= mem["basis_columns"] + 1
+    assert f"basis of at most {mem['basis_columns']} vectors, graphs " \
+           f"{'cached' if mem['cache_graph'] else 'streamed'}" in out
     for a, b in zip(free["top_eigenvalues"], got["top_eigenvalues"]):
         assert b == pytest.approx(a, rel=1e-6)
     capsys.readouterr()

@@ -140,6 +140,10 @@ def curvature_cmd(
         line += f"; Gauss-Newton explains {100 * r['gauss_newton']['gauss_newton_fraction']:.1f}% of the top one"
     if "jacobian" in r:
         line += f"; max Jacobian spectral norm {r['jacobian']['train_jacobian_spec_max']:.4g}"
+    mem = r.get("memory") or {}
+    if mem.get("max_memory"):
+        line += (f"; within {mem['max_memory'] / 1e6:.1f} MB: basis of at most {mem['basis_columns']} vectors, "
+                 f"graphs {'cached' if mem['cache_graph'] else 'streamed'}")
     print(line + f"; {r['hvp_count']} Hessian-vector products; wrote {Path(run_dir) / 'curvature.json'}")
 
 
