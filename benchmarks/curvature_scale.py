@@ -37,12 +37,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from benchmarks.common import record
-from benchmarks.hvp_streaming import UInt8Images, _images, _rss
+from benchmarks.curvature_speed import pyhessian_stop
+from benchmarks.hvp_streaming import UInt8Images, _images, _rss, peak_rss_during
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCURACY = 1e-4
@@ -73,25 +73,12 @@ def lanczos_memory(n: int, products: int = 12, max_basis: int = 8) -> dict:
     obj = Objective(model, "ce", DataLoader(UInt8Images(pixels, labels, mean, std), batch_size=1000))
     H = HessianOperator(obj)
     H.matvec(torch.randn(H.dim))  # warm-up: allocator pools, kernels
-    peak, stop = [0], [False]
-
-    def sample():
-        while not stop[0]:
-            peak[0] = max(peak[0], _rss())
-            time.sleep(0.001)
-
     before = _rss()
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        res, seconds = _timed(lambda: lanczos(H, 5, tol=0.0, max_iter=products, max_basis=max_basis,
-                                              generator=torch.Generator().manual_seed(0)))
-    finally:
-        stop[0] = True
-        thread.join()
+    peak, seconds, res = peak_rss_during(lambda: lanczos(H, 5, tol=0.0, max_iter=products, max_basis=max_basis,
+                                                         generator=torch.Generator().manual_seed(0)))
     return {"n": n, "params": H.dim, "products": res.matvecs, "basis_columns": res.basis_columns,
-            "rss_before_mb": before / 2 ** 20, "peak_mb": peak[0] / 2 ** 20,
-            "lanczos_increment_mb": (peak[0] - before) / 2 ** 20, "lanczos_s": seconds,
+            "rss_before_mb": before / 2 ** 20, "peak_mb": peak / 2 ** 20,
+            "lanczos_increment_mb": (peak - before) / 2 ** 20, "lanczos_s": seconds,
             "top_eigenvalues": [float(x) for x in res.eigenvalues]}
 
 
@@ -173,16 +160,6 @@ class _CountedPyHessian:
         self.count, self.quotients = 0, []
         return self.ph.hessian(self.model, torch.nn.CrossEntropyLoss(), dataloader=self.loader,
                                cuda=DEVICE.startswith("cuda"))
-
-
-def pyhessian_stop(history: list[float], tol: float, max_iter: int) -> tuple[float, int]:
-    """Where PyHessian's power iteration stops for ``tol`` (its rule replayed on its Rayleigh quotients)."""
-    eigenvalue = None
-    for i, tmp in enumerate(history[:max_iter]):
-        if eigenvalue is not None and abs(eigenvalue - tmp) / (abs(eigenvalue) + 1e-6) < tol:
-            return eigenvalue, i + 1
-        eigenvalue = tmp
-    return eigenvalue, min(len(history), max_iter)
 
 
 def _eig_shim(T, eigenvectors=False):

@@ -70,6 +70,26 @@ def _model():
     return build_model("lenet5", (1, 28, 28), 10)
 
 
+def peak_rss_during(fn) -> tuple[int, float, object]:
+    """``(peak resident bytes, seconds, result)`` of ``fn()``, the RSS sampled every millisecond by a thread."""
+    peak, stop = [_rss()], [False]
+
+    def sample():
+        while not stop[0]:
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+    finally:
+        stop[0] = True
+        thread.join()
+    return peak[0], time.perf_counter() - t0, out
+
+
 def measure_memory(n: int) -> dict:
     """In this process: peak RSS increment of one streamed full-batch HVP over n images."""
     import torch
@@ -83,23 +103,10 @@ def measure_memory(n: int) -> dict:
     obj = Objective(model, "ce", loader)
     v = {k: torch.randn_like(p) for k, p in obj.params().items()}
     obj.hvp(v)  # warm-up: allocator pools, kernels
-    peak, stop = [0], [False]
-
-    def sample():
-        while not stop[0]:
-            peak[0] = max(peak[0], _rss())
-            time.sleep(0.001)
-
     before = _rss()
-    thread = threading.Thread(target=sample)
-    thread.start()
-    t0 = time.perf_counter()
-    obj.hvp(v)
-    seconds = time.perf_counter() - t0
-    stop[0] = True
-    thread.join()
-    return {"n": n, "rss_before_mb": before / 2**20, "peak_mb": peak[0] / 2**20,
-            "hvp_increment_mb": (peak[0] - before) / 2**20, "hvp_s": seconds}
+    peak, seconds, _ = peak_rss_during(lambda: obj.hvp(v))
+    return {"n": n, "rss_before_mb": before / 2**20, "peak_mb": peak / 2**20,
+            "hvp_increment_mb": (peak - before) / 2**20, "hvp_s": seconds}
 
 
 def measure_time(n: int = 10_000) -> dict:
