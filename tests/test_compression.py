@@ -20,7 +20,7 @@ from genlab.bounds.compression.quantize import (Quantizer, init_codebook, neares
 from genlab.bounds.compression.subspace import Projection, ProjectionSpec, SubspaceModel
 from genlab.bounds.kl import occam_bound
 from genlab.config import TrainConfig
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, DataError
 from genlab.train import train
 
 
@@ -242,6 +242,13 @@ def test_verify_passes_and_catches_tampering(tiny_bound, tmp_path):
     (copy / "certificate.json").write_text(json.dumps(data))
     with pytest.raises(VerificationError, match="hyperparameter_bits"):
         verify(copy)
+    # a data-independent bound cannot declare its normalisation free, with or without standardised inputs
+    data["grid"] = json.loads((out / "certificate.json").read_text())["grid"]
+    data["preprocessing"]["bits"], data["hyperparameter_bits"] = 0, data["grid_bits"]
+    data["total_bits"] = data["message_bits"] + data["grid_bits"]
+    (copy / "certificate.json").write_text(json.dumps(data))
+    with pytest.raises(VerificationError, match="preprocessing.bits"):
+        verify(copy)
 
 
 def test_data_dependent_bound_verifies(tmp_path):
@@ -253,6 +260,18 @@ def test_data_dependent_bound_verifies(tmp_path):
     assert cert["n"] == cert["data"]["n_train_total"] - 600
     assert (tmp_path / "dd" / "prior.safetensors").is_file()
     assert verify(tmp_path / "dd")["train_errors"] == cert["train_errors"]
+    # inputs standardised on the prior split (the default of a data-dependent bound): normalisation free
+    assert cert["data"]["normalise_first"] == 600 and cert["preprocessing"]["bits"] == 0
+    assert cert["hyperparameter_bits"] == pytest.approx(cert["grid_bits"])
+    assert "first 600 training points" in cert["preprocessing"]["normalisation"]
+    # forged: the statistics said to come from more points than the prior's (the bound's points among them)
+    copy = tmp_path / "forged"
+    shutil.copytree(tmp_path / "dd", copy, ignore=shutil.ignore_patterns("prior", "subspace", "quantized"))
+    data = json.loads((copy / "certificate.json").read_text())
+    data["data"]["normalise_first"] = 700
+    (copy / "certificate.json").write_text(json.dumps(data))
+    with pytest.raises(VerificationError, match="preprocessing.bits"):
+        verify(copy)
     (tmp_path / "dd" / "prior.safetensors").write_bytes(b"not a prior")
     with pytest.raises(VerificationError, match="prior centre"):
         verify(tmp_path / "dd")
@@ -359,3 +378,19 @@ def test_verify_cli_exit_codes(tiny_bound, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("genlab: error: ") and "message.bin" in err
     assert main(["verify", str(tmp_path / "nothing")]) == 2   # not a certificate: bad input
+
+
+def test_standardise_on_first_cancels_the_loaders_affine_normalisation():
+    from genlab.data import load_dataset
+    from genlab.data.transforms import standardise_on_first
+
+    plain = load_dataset("digits", normalise_first=300)
+    first = plain.x_train[:300].double()                          # (300, 1, 8, 8): one channel
+    assert abs(float(first.mean())) < 1e-6 and abs(float(first.std(unbiased=False)) - 1) < 1e-5
+    assert plain.info["standardised_on"] == 300 and len(plain.info["mean"]) == 1
+    # any per-channel affine map applied before is cancelled: the result depends on the raw points alone
+    raw = load_dataset("digits")
+    x2, t2, _ = standardise_on_first(raw.x_train * 3.5 - 2.0, raw.x_test * 3.5 - 2.0, 300, "digits")
+    assert torch.allclose(x2, plain.x_train, atol=1e-4) and torch.allclose(t2, plain.x_test, atol=1e-4)
+    with pytest.raises(DataError, match="normalise_first"):
+        load_dataset("digits", normalise_first=10 ** 6)

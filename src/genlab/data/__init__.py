@@ -5,7 +5,8 @@
 >>> data.x_train.shape, data.y_train.shape, data.info["n_corrupted"]
 (torch.Size([1000, 40]), torch.Size([1000, 10]), 100)
 
-``load_dataset`` reads (or generates) the dataset, then, in this order: keeps the
+``load_dataset`` reads (or generates) the dataset, then, in this order: standardises
+the inputs with the first ``normalise_first`` training points' statistics (if asked); keeps the
 first ``n_train`` training points; corrupts a fraction ``label_noise`` of their
 labels (each to a different class, test labels untouched); shapes the targets for
 the loss (``ce``: class indices; ``mse``: one-hot rows, or the values for
@@ -24,7 +25,7 @@ import torch
 from genlab.data.checks import check_int, check_option_names, check_real
 from genlab.data.paths import resolve_data_dir
 from genlab.data.registry import DATASETS, DatasetSpec, availability, locate
-from genlab.data.transforms import as_targets, corrupt_labels, take_first
+from genlab.data.transforms import as_targets, corrupt_labels, standardise_on_first, take_first
 from genlab.errors import DataError
 
 LOSSES = ("ce", "mse")
@@ -65,7 +66,8 @@ class Dataset:
 
 
 def load_dataset(name: str, *, n_train: int | None = None, label_noise: float = 0.0, loss: str | None = None,
-                 seed: int = 0, data_dir: str | Path | None = None, options: dict | None = None) -> Dataset:
+                 seed: int = 0, data_dir: str | Path | None = None, options: dict | None = None,
+                 normalise_first: int | None = None) -> Dataset:
     """Load the named dataset (see :data:`DATASETS`) as float32 inputs and targets for ``loss``.
 
     Args:
@@ -76,6 +78,9 @@ def load_dataset(name: str, *, n_train: int | None = None, label_noise: float = 
         seed: seeds the label corruption.
         data_dir: directory of dataset files (default: see :func:`resolve_data_dir`).
         options: dataset-specific options (generator sizes, seeds; see ``DATASETS[name].options``).
+        normalise_first: standardise each input channel with the statistics of the first ``normalise_first``
+            training points (after the dataset's own normalisation, which it cancels), see
+            :func:`~genlab.data.transforms.standardise_on_first`; ``None``: the dataset's normalisation only.
 
     Returns:
         a :class:`Dataset`: float32 inputs, normalised as ``info["normalisation"]`` says (with the mean/std
@@ -101,6 +106,11 @@ def load_dataset(name: str, *, n_train: int | None = None, label_noise: float = 
     if n_train is not None:
         check_int(n_train, "n_train", 1)  # the upper bound is checked once the data are read
     x_tr, y_tr, x_te, y_te, info = spec.read(data_dir, **options)
+    if normalise_first is not None:
+        x_tr, x_te, stats = standardise_on_first(x_tr.float(), x_te.float(), normalise_first, name)
+        info = {**info, **stats, "normalisation": f"{info.get('normalisation', 'dataset default')}; then per "
+                f"channel (x - mean) / std with the statistics of the first {stats['standardised_on']} training "
+                f"points"}
     kept = len(take_first(x_tr, y_tr, n_train, name)[0])
     x_tr, y_tr, x_rest, y_rest = x_tr[:kept], y_tr[:kept], x_tr[kept:], y_tr[kept:]
     info = {**info, "options": {**spec.options, **options}, "n_train": len(x_tr), "n_test": len(x_te),

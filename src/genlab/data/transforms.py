@@ -48,3 +48,30 @@ def as_targets(labels: torch.Tensor, loss: str, num_classes: int | None) -> torc
     if num_classes is None:
         return labels.float().clone()
     return torch.nn.functional.one_hot(labels.long(), num_classes).float()
+
+
+def standardise_on_first(x_train: torch.Tensor, x_test: torch.Tensor, m: int,
+                         name: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Standardise every input channel (dimension 1) with the mean and std of the first ``m`` training points.
+
+    Why: a data-dependent compression bound is on the training points after a prior split; statistics computed
+    from the first ``m <= split`` points are part of the prior and cost the certificate no bits, while the
+    dataset's own statistics (the published MNIST ones, say) were computed from all training points. Because
+    the statistics are per channel, any per-channel affine normalisation the loader applied before (all of
+    genlab's datasets: ``x/255`` and published means and stds) cancels out exactly, so the inputs depend on the
+    first ``m`` raw points alone. A channel constant over those points keeps std 1 (no division by zero).
+
+    Returns the new train and test inputs and ``{"standardised_on": m, "mean": [...], "std": [...]}``.
+
+    Raises:
+        DataError: ``m`` is not an integer in ``1..len(x_train)``.
+    """
+    m = check_int(m, f"normalise_first ({name} has {len(x_train)} training points)", 1, len(x_train))
+    first = x_train[:m].double()
+    dims = [0] + list(range(2, first.dim()))
+    mean = first.mean(dims, keepdim=True)
+    std = first.std(dims, keepdim=True, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    mean, std = mean.to(x_train.dtype), std.to(x_train.dtype)
+    stats = {"standardised_on": m, "mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    return (x_train - mean) / std, (x_test - mean) / std, stats

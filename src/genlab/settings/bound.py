@@ -42,7 +42,8 @@ class BoundStages(BaseModel):
     qat_epochs: int = Field(5, ge=1, description="epochs of quantization-aware training")
     qat_lr: float = Field(0.005, gt=0, description="learning rate of quantization-aware training")
     prior_split: int | None = Field(None, ge=1, description="data-dependent bound: train a prior centre on the "
-                                                            "first M points and bound the rest")
+                                                            "first M points and bound the rest (inputs "
+                                                            "standardised on those M: normalise_first)")
     prior_epochs: int = Field(5, ge=1, description="epochs of the prior centre's training")
     prior_lr: float = Field(0.001, gt=0, description="learning rate of the prior centre's training")
     from_model: str | None = Field(None, description="certify after the fact: fit the compressed predictor to this "
@@ -91,6 +92,11 @@ class BoundConfig(BoundStages):
         if owned:
             raise ValueError(f"{owned[0]}: set by genlab bound's stages (use quant_levels, quant_init, "
                              f"quant_stages, prior_split, from_model); remove it from the training settings")
+        if own.get("prior_split") is not None and own.get("from_model") is None \
+                and base.get("normalise_first") is None:
+            # the prior split's own statistics are free in the certificate; the dataset's published ones (from
+            # every training point, the bound's included) cost 64 bits (certificate.preprocessing_bits)
+            base["normalise_first"] = own["prior_split"]
         return {**own, "train": base}
 
     @model_validator(mode="after")

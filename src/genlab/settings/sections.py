@@ -75,6 +75,9 @@ class DataSettings(Section):
                                                    "../shared/data, then the user cache)")
     dataset_options: dict[str, Any] = Field(default_factory=dict, description="dataset option KEY=VALUE",
                                             json_schema_extra={"flag": "--dataset-option"})
+    normalise_first: int | None = Field(None, ge=1, description="standardise inputs per channel with the "
+                                        "statistics of the first N training points (a data-dependent bound's "
+                                        "prior split: then free in the certificate)")
 
     @field_validator("name")
     @classmethod

@@ -64,7 +64,7 @@ def load_data(config: TrainConfig) -> Dataset:
     ``cmi`` bound, its super-sample drawn: :func:`genlab.data.supersample.draw_supersample`)."""
     d = config.data
     data = load_dataset(d.name, n_train=d.n_train, label_noise=d.label_noise, loss=d.loss, seed=config.run.seed,
-                        data_dir=d.data_dir, options=dict(d.dataset_options))
+                        data_dir=d.data_dir, options=dict(d.dataset_options), normalise_first=d.normalise_first)
     o = config.optimizer
     if getattr(o, "sgld_bound", None) == "cmi":
         n = len(data.x_train)

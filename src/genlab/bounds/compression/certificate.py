@@ -21,7 +21,8 @@ What the bound charges (Occam, point mass, prior ``P(h) = 2^-(message bits) / |g
   (:mod:`~genlab.bounds.compression.buffers`);
 - ``hyperparameter_bits`` = ``log2`` of the number of configurations in the declared grid (a uniform prior over
   them: the union bound for having searched them) plus ``PREPROCESSING_BITS`` for the two input-normalisation
-  statistics (mean and standard deviation, 32 bits each), which are computed from training data.
+  statistics (mean and standard deviation, 32 bits each), which are computed from training data -- or nothing
+  for a data-dependent bound whose inputs are standardised on the prior split (:func:`preprocessing_bits`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,25 @@ DEFAULT_GRID: dict[str, list] = {
     "projection": ["sparse", "kron", "dense"],
     "symbol_model": list(SYMBOL_MODELS),
 }
+
+
+def preprocessing_bits(normalise_first: int | None, prior_split: int, dataset: str) -> int:
+    """Bits the certificate charges for the input normalisation: :data:`PREPROCESSING_BITS` (two float32
+    statistics computed from training data that include the bound's points), or 0 when the inputs are
+    standardised with the statistics of the first ``normalise_first <= prior_split`` points of a genlab dataset.
+
+    Why 0 is valid: the bound is on the points after the prior split; statistics of points before it are a
+    function of the prior's sample, like the prior centre itself, so the hypothesis still depends on the bound's
+    points only through the message. genlab's own loaders normalise by per-channel affine maps, which the
+    per-channel standardisation cancels (:func:`~genlab.data.transforms.standardise_on_first`); a user's dataset
+    factory may preprocess in ways genlab cannot see, so it is always charged. Whether ``dataset`` is genlab's
+    is read from this process's registry (never from the certificate, which could be edited).
+    """
+    from genlab.data import DATASETS
+
+    own_dataset = dataset in DATASETS and DATASETS[dataset].factory is None
+    free = normalise_first is not None and 0 < prior_split and normalise_first <= prior_split and own_dataset
+    return 0 if free else PREPROCESSING_BITS
 
 
 class VerificationError(GenlabError):
@@ -195,7 +215,8 @@ def load_certificate_data(cert: dict[str, Any], data_dir: str | None = None):
 
     d = cert["data"]
     data = load_dataset(d["name"], n_train=d["n_train"], label_noise=d["label_noise"], loss=d["loss"],
-                        seed=d["seed"], data_dir=data_dir, options=dict(d["options"]))
+                        seed=d["seed"], data_dir=data_dir, options=dict(d["options"]),
+                        normalise_first=d.get("normalise_first"))
     if data_fingerprint(data) != d["sha256"]:
         raise VerificationError(f"the {d['name']} data found here differs from the data certified (content hash "
                                 f"{data_fingerprint(data)} vs {d['sha256']}); point --data-dir at the same files")
@@ -321,11 +342,13 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
     from genlab.bounds.compression.provenance import code_record
 
     ds, ms = config.data, config.model
+    bits_pre = preprocessing_bits(ds.normalise_first, prior["split"], ds.name)
     cert: dict[str, Any] = {
         "format": FORMAT,
         "data": {"name": ds.name, "n_train": ds.n_train, "label_noise": ds.label_noise,
                  "loss": run.data.loss, "seed": config.run.seed, "options": dict(ds.dataset_options),
-                 "sha256": data_fingerprint(run.data), "n_train_total": len(run.data.x_train)},
+                 "sha256": data_fingerprint(run.data), "n_train_total": len(run.data.x_train),
+                 "normalise_first": ds.normalise_first},
         "model": {**model_spec(config, run.data), "seed": config.run.seed},
         "projection": model.spec.to_json() | {"covered_parameters": model.covered},
         "theta0_sha256": tensor_sha256(model.theta0),
@@ -334,11 +357,11 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
                          "codebook": [float(v) for v in codebook]},
         "buffers": buffer_record(model.buffer_names, buffer_levels, "prior" if model.frozen_buffers else "message"),
         "preprocessing": {"normalisation": run.data.info.get("normalisation", "dataset default"),
-                          "bits": PREPROCESSING_BITS},
+                          "bits": bits_pre},
         "grid": grid,
         "choices": choices,
         "grid_bits": grid_bits(grid),
-        "hyperparameter_bits": grid_bits(grid) + PREPROCESSING_BITS,
+        "hyperparameter_bits": grid_bits(grid) + bits_pre,
         "delta": delta,
         "reported_bound": reported_bound,
         "message_file": "message.bin",

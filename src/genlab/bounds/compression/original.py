@@ -74,7 +74,7 @@ def prepare_original(train_config, out: Path, source: str | Path | None = None,
 def _check_same_setup(run_config, train_config, source) -> None:
     mine, theirs = train_config.flat(), run_config.flat()
     for key in ("dataset", "model", "width", "depth", "activation", "dropout", "batchnorm", "model_options",
-                "dataset_options"):
+                "dataset_options", "normalise_first"):
         if mine.get(key) != theirs.get(key):
             raise ConfigError(f"--from-model {source}: that run has {key} = {theirs.get(key)!r}, this bound "
                               f"{mine.get(key)!r}; certify it with the same --{key.replace('_', '-')}")

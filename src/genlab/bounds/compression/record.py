@@ -55,6 +55,7 @@ class DataRecord(_Strict):
     options: dict[str, Any]
     sha256: str = Field(pattern=_FINGERPRINT)
     n_train_total: int = Field(ge=1)
+    normalise_first: int | None = Field(None, ge=1)   # absent in certificates before 2026-12-04
 
 
 class ModelRecord(_Strict):

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from genlab.bounds.compression.certificate import (PREPROCESSING_BITS, VerificationError, build_architecture,
+from genlab.bounds.compression.certificate import (VerificationError, build_architecture, preprocessing_bits,
                                                    check_choices_in_grid, class_labels, evaluate_certificate,
                                                    grid_bits, load_certificate_data, rebuild_predictor,
                                                    sha256_bytes)
@@ -107,14 +107,17 @@ def _bits_problems(cert: Certificate, message: bytes, tolerance: float) -> list[
     if message_bits(message) != cert.message_bits:
         problems.append(f"{cert.message_file} is {message_bits(message)} bits, the certificate charges "
                         f"{cert.message_bits}")
-    if cert.preprocessing.bits != PREPROCESSING_BITS:
-        problems.append(f"preprocessing.bits: {cert.preprocessing.bits}, genlab charges {PREPROCESSING_BITS}")
+    charged = preprocessing_bits(cert.data.normalise_first, cert.prior.split if cert.prior.kind == "trained" else 0,
+                                 cert.data.name)
+    if cert.preprocessing.bits != charged:
+        problems.append(f"preprocessing.bits: {cert.preprocessing.bits}, genlab charges {charged} for this "
+                        f"normalisation and prior split")
     bits = grid_bits(cert.grid)
     if abs(bits - cert.grid_bits) > tolerance:
         problems.append(f"grid_bits {cert.grid_bits} do not match the declared grid ({bits})")
-    if abs(bits + PREPROCESSING_BITS - cert.hyperparameter_bits) > tolerance:
+    if abs(bits + charged - cert.hyperparameter_bits) > tolerance:
         problems.append(f"hyperparameter_bits {cert.hyperparameter_bits} do not match the declared grid "
-                        f"({bits + PREPROCESSING_BITS})")
+                        f"({bits + charged})")
     if abs(cert.message_bits + cert.hyperparameter_bits - cert.total_bits) > tolerance:
         problems.append(f"total_bits {cert.total_bits} is not message_bits + hyperparameter_bits")
     return problems
