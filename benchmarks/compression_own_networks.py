@@ -4,9 +4,10 @@ ordinary way certified after the fact, on 2 CPU cores, every certificate verifie
 - ``resnet-bn-fashion-mnist``: genlab's ``resnet`` (depth 8, BatchNorm kept: its running statistics are coded in
   the message and charged) in a quantized subspace on all 60,000 Fashion-MNIST images; target: non-vacuous
   (below the error of always predicting the most frequent class), within 30 minutes end to end.
-- ``resnet-bn-mnist-data-dependent``: a ResNet-8 with BatchNorm trained on the first 30,000 MNIST images is the
-  prior centre (its running statistics kept fixed, part of the prior); the bound is on the other 30,000; target:
-  at most 2% (issue 18), within 30 minutes.
+- ``resnet-bn-mnist-data-dependent``: a ResNet-8 with BatchNorm trained on the first 30,000 MNIST images (random
+  shifts of up to 2 pixels; inputs standardised with those images' statistics) is the prior centre (its running
+  statistics kept fixed, part of the prior); the bound is on the other 30,000; target: at most 2% (issue 18),
+  within 30 minutes.
 - ``lenet5-after-the-fact-mnist``: LeNet-5 trained normally on MNIST (``genlab train``, no subspace), then
   ``genlab bound --from-model`` on its run: a compressed predictor fitted to its probabilities is certified;
   target: non-vacuous, with the agreement between the two on the test set recorded, the whole (plain training
@@ -36,17 +37,18 @@ LIMIT_S = 1800
 GRID = {**DEFAULT_GRID, **SEARCHED, "model": ["cnn", "lenet5", "mlp", "resnet"], "width": [None, 8, 12, 16, 64],
         "epochs": [*SEARCHED["epochs"], 8], "qat_epochs": [*SEARCHED["qat_epochs"], 4],
         "prior_epochs": [*SEARCHED["prior_epochs"], 8], "subspace_buffers": ["train", "prior"]}
-DD_GRID = {**GRID, "prior_split": [None, 20000, 30000], "lr": [*GRID["lr"], 0.003]}
+DD_GRID = {**GRID, "prior_split": [None, 20000, 30000], "lr": [*GRID["lr"], 0.003], "augment_shift": [0, 2]}
 # width 8: a ResNet-8 epoch on 60,000 images takes about 50 s on 2 cores (width 16: 140 s)
 RESNET = dict(dataset="fashion-mnist", model="resnet", depth=8, width=8, intrinsic_dim=2000, projection="sparse",
               projection_scale="fan-in", lr=0.05, epochs=8, batch_size=128, quant_levels=5, quant_stages=4,
               qat_epochs=4, qat_lr=0.01)
 # data-dependent: a ResNet-8 with BatchNorm as the prior centre on the first 30,000 images (its statistics kept:
-# part of the prior, charged nothing), a 50-dimensional subspace around it fitted on all 60,000
-# (the subspace moves little around the prior: the prior is most of the predictor)
+# part of the prior, charged nothing; inputs standardised on those 30,000, also free), trained on random shifts
+# of up to 2 pixels, a 25-dimensional subspace around it fitted on all 60,000 (the subspace moves little around
+# the prior: the prior is most of the predictor)
 RESNET_DD = dict(dataset="mnist", model="resnet", depth=8, width=16, intrinsic_dim=25, projection="sparse",
                  lr=0.003, epochs=3, batch_size=128, quant_levels=3, qat_epochs=1, qat_lr=0.001, prior_split=30000,
-                 prior_epochs=20, prior_lr=0.001, subspace_buffers="prior")
+                 prior_epochs=20, prior_lr=0.001, subspace_buffers="prior", augment_shift=2)
 PLAIN_LENET = dict(dataset="mnist", model="lenet5", optimizer="adam", lr=0.001, epochs=3, batch_size=128)
 
 

@@ -126,7 +126,8 @@ def test_oversized_network_refused_before_it_is_built(cert_dir, tmp_path):
 
 def test_the_intact_certificate_verifies_and_says_what_is_recorded_only(cert_dir, tmp_path):
     figures = verify(cert_dir)
-    assert set(figures["recorded_only"]) == set(RECORDED_ONLY) - {"original.source"}   # not certified after the fact
+    # not certified after the fact, no prior centre
+    assert set(figures["recorded_only"]) == set(RECORDED_ONLY) - {"original.source", "prior.run", "prior.dataset"}
     # recorded-only fields are not checked: an edit of one still verifies (and the report says so)
     target = _edited(cert_dir, tmp_path, _set("time_s.total", 1.0))
     assert verify(target)["bound"] == figures["bound"]

@@ -394,3 +394,47 @@ def test_standardise_on_first_cancels_the_loaders_affine_normalisation():
     assert torch.allclose(x2, plain.x_train, atol=1e-4) and torch.allclose(t2, plain.x_test, atol=1e-4)
     with pytest.raises(DataError, match="normalise_first"):
         load_dataset("digits", normalise_first=10 ** 6)
+
+
+def _mirrored_digits():
+    """Another dataset of digits' shape and classes (the digits mirrored left-right): a transfer source."""
+    from genlab.data import load_dataset
+
+    d = load_dataset("digits")
+    return d.x_train.flip(3), d.labels_train, d.x_test.flip(3), d.labels_test
+
+
+@pytest.fixture
+def mirrored_digits():
+    import genlab
+    from genlab.data import DATASETS
+
+    genlab.register_dataset("digits-mirrored", _mirrored_digits, input_shape=(1, 8, 8), output_dim=10)
+    yield "digits-mirrored"
+    dict.__delitem__(DATASETS, "digits-mirrored")   # leave the registry as other tests expect it
+
+
+def test_transfer_prior_bounds_every_point_and_verifies(tmp_path, mirrored_digits):
+    settings = BoundConfig(dataset="digits", model="mlp", width=32, intrinsic_dim=50, epochs=4, quant_levels=5,
+                           qat_epochs=1, lr=0.05, prior_dataset="digits-mirrored", prior_epochs=5, prior_lr=0.01,
+                           grid={**DEFAULT_GRID, "prior_dataset": [None, "digits-mirrored"]})
+    cert = compression_bound(settings, tmp_path / "tr", quiet=True)
+    assert cert["prior"]["kind"] == "transfer" and cert["prior"]["dataset"] == "digits-mirrored"
+    assert cert["prior"]["split"] == 0 and cert["n"] == cert["data"]["n_train_total"]     # all points bounded
+    assert cert["preprocessing"]["bits"] == PREPROCESSING_BITS                            # not free: no split
+    prior_cfg = json.loads((tmp_path / "tr" / "prior" / "config.json").read_text())
+    assert prior_cfg["data"]["name"] == "digits-mirrored" and prior_cfg["data"]["n_train"] is None
+    figures = verify(tmp_path / "tr")
+    assert figures["train_errors"] == cert["train_errors"] and "prior.dataset" in figures["recorded_only"]
+    # the prior centre is the certified one (hash), and a transfer prior cannot claim the bounded dataset
+    data = json.loads((tmp_path / "tr" / "certificate.json").read_text())
+    data["prior"]["dataset"] = "digits"
+    (tmp_path / "tr" / "certificate.json").write_text(json.dumps(data))
+    from genlab.bounds.compression.record import CertificateError
+
+    with pytest.raises(CertificateError, match="transfer prior"):
+        verify(tmp_path / "tr")
+    from genlab.settings.bound import bound_config
+
+    with pytest.raises(ConfigError, match="prior_dataset: digits is the dataset being bounded"):
+        bound_config(dict(dataset="digits", model="mlp", intrinsic_dim=50, prior_dataset="digits"))

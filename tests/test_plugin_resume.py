@@ -23,6 +23,8 @@ PLUGINS = {
     "progressive-quantization": dict(intrinsic_dim=40, quant_levels=5, quant_stages=3),
     "tensorboard": dict(tensorboard=True),
     "ivon-label-noise": dict(optimizer="ivon", noise="label", noise_sigma=0.3),
+    "augmentation": dict(augment_shift=1, augment_flip=True),
+    "augmentation-label-noise": dict(augment_shift=2, noise="label", noise_sigma=0.3),
 }
 
 

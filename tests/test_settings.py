@@ -165,10 +165,11 @@ def test_bound_flags_are_the_training_flags_plus_the_stages():
     owned = {"--" + k.replace("_", "-") for k in STAGE_OWNED}
     assert (train_flags - owned - {"--overwrite", "--no-overwrite"}) <= bound_flags
     assert {"--quant-levels", "--levels", "--quant-stages", "--qat-stages", "--qat-epochs", "--qat-lr",
-            "--prior-split", "--bound", "--delta", "--grid", "--from-run", "--from-model", "--buffer-levels"} <= bound_flags
+            "--prior-split", "--prior-dataset", "--bound", "--delta", "--grid", "--from-run", "--from-model",
+            "--buffer-levels"} <= bound_flags
     assert "--init-from" not in bound_flags and "--subspace-prior" not in bound_flags
     assert "--distill-from" not in bound_flags and "--distill-temperature" in bound_flags
-    assert len(BoundStages.model_fields) == 14 and set(BOUND_BASE) <= set(TrainConfig.flat_names())
+    assert len(BoundStages.model_fields) == 15 and set(BOUND_BASE) <= set(TrainConfig.flat_names())
 
 
 def test_the_readme_flag_table_names_every_train_flag_and_no_other():

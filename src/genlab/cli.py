@@ -179,6 +179,9 @@ def _bound(out: str, config: Optional[Path], grid: Optional[list[str]], from_run
           f"{100 * c['train_error']:.2f}%, test error {100 * c['test_error']:.2f}%, message {c['message_bits']:,} "
           f"bits{_buffers(c)} + {c['hyperparameter_bits']:.1f} hyper-parameter bits, {c['time_s']['total']:.0f} s); "
           f"wrote {Path(out) / 'certificate.json'}")
+    if c["prior"]["kind"] == "transfer":
+        print(f"prior centre trained on {c['prior']['dataset']} (a transfer prior: independent of these points; "
+              f"genlab verify checks its file, not its training)")
     if c.get("original"):
         print(_original(c))
 

@@ -377,14 +377,15 @@ class Objective:
 
     # -------------------------------------------------------- training support
     def accumulate_grad(self, indices: torch.Tensor | None = None, target_transform=None,
-                        batch: tuple[Any, torch.Tensor] | None = None) -> float:
+                        batch: tuple[Any, torch.Tensor] | None = None, input_transform=None) -> float:
         """Mean loss over ``indices`` (all if None), or over one given ``batch``, backpropagated into ``.grad``.
 
         Train mode. Gradients are *added* to ``.grad`` (call ``optimizer.zero_grad()`` first),
         weighted so that the result is the gradient of the mean over the chosen
         examples however many chunks they take. Returns the mean loss.
         ``target_transform`` (optional) maps each chunk's targets before the loss
-        (label noise), in chunk order.
+        (label noise), in chunk order; ``input_transform`` maps each chunk's inputs (data augmentation,
+        :mod:`genlab.train.augment`).
         """
         if batch is not None:
             chunks = [(to_device(batch[0], self.device, self.dtype), to_device(batch[1], self.device, self.dtype))]
@@ -397,6 +398,8 @@ class Objective:
         for xb, yb in chunks:
             if target_transform is not None:
                 yb = target_transform(yb)
+            if input_transform is not None:
+                xb = input_transform(xb)
             loss_sum = self.batch_loss(xb, yb, reduction="sum")
             (loss_sum / count).backward()
             total += float(loss_sum.detach())

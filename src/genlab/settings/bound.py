@@ -44,6 +44,9 @@ class BoundStages(BaseModel):
     prior_split: int | None = Field(None, ge=1, description="data-dependent bound: train a prior centre on the "
                                                             "first M points and bound the rest (inputs "
                                                             "standardised on those M: normalise_first)")
+    prior_dataset: str | None = Field(None, description="transfer: train the prior centre on all of this other "
+                                                        "dataset (same input shape and classes) and bound all n "
+                                                        "points of this one")
     prior_epochs: int = Field(5, ge=1, description="epochs of the prior centre's training")
     prior_lr: float = Field(0.001, gt=0, description="learning rate of the prior centre's training")
     from_model: str | None = Field(None, description="certify after the fact: fit the compressed predictor to this "
@@ -103,9 +106,22 @@ class BoundConfig(BoundStages):
     def _subspace(self) -> BoundConfig:
         if self.train.plugins.subspace.intrinsic_dim is None:
             raise ValueError("intrinsic_dim: a compression bound trains in a subspace; give its dimension")
-        if self.train.plugins.subspace.subspace_buffers == "prior" and self.prior_split is None:
+        if self.train.plugins.subspace.subspace_buffers == "prior" and self.prior_split is None \
+                and self.prior_dataset is None:
             raise ValueError("subspace_buffers: prior keeps a trained prior centre's statistics; it needs "
-                             "prior_split (a data-dependent bound)")
+                             "prior_split (a data-dependent bound) or prior_dataset (a transfer prior)")
+        if self.prior_dataset is not None:
+            from genlab.data import DATASETS
+
+            if self.prior_split is not None:
+                raise ValueError("prior_dataset and prior_split: a prior centre is trained either on another "
+                                 "dataset (transfer) or on this one's first points; give one of them")
+            if self.prior_dataset not in DATASETS:
+                raise ValueError(f"prior_dataset: unknown dataset {self.prior_dataset!r}; allowed: "
+                                 f"{', '.join(DATASETS)}")
+            if self.prior_dataset == self.train.data.name:
+                raise ValueError(f"prior_dataset: {self.prior_dataset} is the dataset being bounded; a prior on "
+                                 f"its own points is prior_split")
         return self
 
     @classmethod
@@ -124,8 +140,12 @@ class BoundConfig(BoundStages):
 
     def prior_stage(self) -> TrainConfig:
         """The prior centre: a plain run (no subspace) of the same model on the first ``prior_split`` points,
-        on their labels (never distilled: an original network has seen the points the bound is on)."""
+        on their labels (never distilled: an original network has seen the points the bound is on); or, with
+        ``prior_dataset``, on all of that dataset with its own options and normalisation."""
         plain = {k: f.get_default(call_default_factory=True) for k, f in SubspaceSettings.model_fields.items()}
+        if self.prior_dataset is not None:
+            return self.train.with_changes(**plain, dataset=self.prior_dataset, n_train=None, dataset_options={},
+                                           normalise_first=None, lr=self.prior_lr, epochs=self.prior_epochs)
         return self.train.with_changes(**plain, n_train=self.prior_split, lr=self.prior_lr, epochs=self.prior_epochs)
 
     def quantization_stage(self, subspace_dir: str, prior_dir: str | None = None,

@@ -227,6 +227,14 @@ class DistillSettings(Section):
                                                                       "softmax(f / T)")
 
 
+class AugmentSettings(Section):
+    """Data augmentation of the training step's image inputs (:mod:`genlab.train.augment`)."""
+
+    augment_shift: int = Field(0, ge=0, le=64, description="random translations by up to K pixels each way "
+                                                           "(edge-replicated), drawn per example and step")
+    augment_flip: bool = Field(False, description="random left-right flips (probability 1/2)")
+
+
 class TrackingSettings(Section):
     """Curvature measured along training (:class:`genlab.curvature.SharpnessTracker`); resumable: it only reads."""
 
@@ -257,5 +265,6 @@ class PluginSettings(BaseModel):
     quantization: QuantizationSettings = Field(default_factory=QuantizationSettings)
     init: InitSettings = Field(default_factory=InitSettings)
     distill: DistillSettings = Field(default_factory=DistillSettings)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

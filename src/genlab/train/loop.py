@@ -17,6 +17,7 @@ import torch
 from genlab.config import TrainConfig
 from genlab.errors import CheckpointError, ConfigError
 from genlab.train import distill as _distill  # noqa: F401  (registers the distillation plugin)
+from genlab.train import augment as _augment  # noqa: F401  (registers the augmentation plugin)
 from genlab.train import noise_injection as _noise_injection  # noqa: F401  (registers the noise plugin)
 from genlab.train import tensorboard as _tensorboard  # noqa: F401  (registers the TensorBoard plugin)
 from genlab.train.callbacks import Callback

@@ -228,8 +228,9 @@ class Session:
                 group["lr"] = base * factor
         objective, indices, batch = self.objective, state.indices, state.batch
 
-        def compute(target_transform=None) -> float:
-            return objective.accumulate_grad(indices, target_transform=target_transform, batch=batch)
+        def compute(target_transform=None, input_transform=None) -> float:
+            return objective.accumulate_grad(indices, target_transform=target_transform, batch=batch,
+                                             input_transform=input_transform)
 
         for p in self.plugins:
             compute = p.wrap_gradient(state, compute)

@@ -270,7 +270,9 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
             it agrees with the certified predictor (:mod:`~genlab.bounds.compression.original`).
 
     A run with ``subspace_prior`` gives a data-dependent bound: the prior run must have been trained on the first
-    ``m`` training points only (``n_train = m``), and the bound is on the other ``n - m``.
+    ``m`` training points only (``n_train = m``), and the bound is on the other ``n - m``. A prior run on
+    another dataset (``genlab bound --prior-dataset``) is a transfer prior: independent of this sample, so the
+    bound is on all ``n`` points (``prior.kind`` ``transfer``, ``prior.dataset`` its dataset).
 
     Returns the certificate (also written to ``out/certificate.json``).
     """
@@ -303,10 +305,13 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
     prior_run = config.plugins.subspace.subspace_prior
     if prior_run is not None:
         prior_config = read_run_config(prior_run)
-        m = prior_config.data.n_train
-        same = (prior_config.data.name, prior_config.data.label_noise, prior_config.run.seed) == (
-            config.data.name, config.data.label_noise, config.run.seed)
-        if m is None or (config.data.n_train is not None and m >= config.data.n_train) or not same:
+        # a prior centre trained on another dataset (transfer) is independent of this sample: the bound is on
+        # all n points; one trained on this dataset must have seen only its first m points
+        transfer = prior_config.data.name != config.data.name
+        m = 0 if transfer else prior_config.data.n_train
+        same = (prior_config.data.label_noise, prior_config.run.seed) == (config.data.label_noise, config.run.seed)
+        if not transfer and (m is None or (config.data.n_train is not None and m >= config.data.n_train)
+                             or not same):
             raise ConfigError(f"subspace_prior {prior_run}: a data-dependent bound needs a prior trained "
                               f"on the first m < n points of the same dataset (n_train = m), same seed and labels")
         prior_state = {k: v.detach().clone() for k, v in model.unflatten(model.theta0).items()}
@@ -315,8 +320,10 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
         from genlab.train.checkpoint import save_state_dict
 
         save_state_dict(out / "prior.safetensors", prior_state, metadata={"format": "genlab-prior-1"})
-        prior = {"kind": "trained", "split": m, "file": "prior.safetensors",
+        prior = {"kind": "transfer" if transfer else "trained", "split": m, "file": "prior.safetensors",
                  "sha256": sha256_bytes((out / "prior.safetensors").read_bytes()), "run": str(prior_run)}
+        if transfer:
+            prior["dataset"] = prior_config.data.name
 
     grid = dict(DEFAULT_GRID if grid is None else grid)
     choices = {**_run_choices(config), "symbol_model": symbol_model, **(choices or {})}

@@ -1,6 +1,7 @@
 """``genlab bound``: train in a subspace, quantize, code, certify -- each stage an ordinary run directory.
 
-``OUT/`` holds ``prior/`` (data-dependent bounds only: the prior centre, a plain run on the first ``m`` points),
+``OUT/`` holds ``prior/`` (data-dependent bounds only: the prior centre, a plain run on the first ``m`` points,
+or on another dataset for a transfer prior),
 ``subspace/`` (the subspace run), ``quantized/`` (quantization-aware fine-tuning started from it), and the
 certificate: ``certificate.json``, ``message.bin`` (and ``prior.safetensors``; ``original.safetensors`` after the fact,
 ``--from-model``). Every stage resumes like any run,
@@ -43,6 +44,7 @@ def compression_bound(settings: BoundConfig, out: str | Path, *, from_run: str |
         raise ConfigError(f"reported bound {settings.reported_bound!r} unknown; allowed: {', '.join(BOUND_NAMES)}")
     grid = settings.grid if settings.grid is not None else DEFAULT_GRID
     choices = {"model": settings.train.model.name, "prior_split": settings.prior_split,
+               "prior_dataset": settings.prior_dataset,
                "prior_epochs": settings.prior_epochs, "prior_lr": settings.prior_lr, "quant_init": settings.quant_init}
     check_choices_in_grid(settings.flat(), grid)   # before any training: a choice outside the grid
     out = Path(out)
@@ -55,7 +57,7 @@ def compression_bound(settings: BoundConfig, out: str | Path, *, from_run: str |
     # each stage's own training time, from its summary: a rerun that reuses a finished stage keeps it
     times: dict[str, float] = {}
     prior_dir = None
-    if settings.prior_split is not None:
+    if settings.prior_split is not None or settings.prior_dataset is not None:
         prior_dir = out / "prior"
         times["prior_training"] = _wall_time(train(settings.prior_stage(), prior_dir, quiet=quiet).summary)
     prior = str(prior_dir) if prior_dir else None

@@ -32,7 +32,9 @@ BOUND_KEYS = (*BOUND_NAMES, "catoni_gamma")   # the bounds, and the gamma Catoni
 MAX_PARAMETERS = 10 ** 8        # a network this size is 400 MB of float32: the largest a verifier builds
 MAX_MESSAGE_BYTES = 2 ** 26     # 64 MiB
 #: fields nothing can recompute: shown "as recorded", never as checked
-RECORDED_ONLY = ("environment", "training_run", "time_s", "settings", "original.source")
+# prior.run / prior.dataset: where the prior centre was trained; the verifier checks the file is the one
+# certified (SHA-256), never how it was trained (that needs the training data and bit-exact retraining)
+RECORDED_ONLY = ("environment", "training_run", "time_s", "settings", "original.source", "prior.run", "prior.dataset")
 _SHA256 = r"^[0-9a-f]{64}$"
 _FINGERPRINT = r"^[0-9a-f]{16}$"
 _SEED = Field(ge=0, lt=2 ** 63)
@@ -81,11 +83,12 @@ class ProjectionRecord(_Strict):
 
 
 class PriorRecord(_Strict):
-    kind: Literal["init", "trained"]
+    kind: Literal["init", "trained", "transfer"]
     split: int = Field(ge=0)
     file: str | None
     sha256: str | None = Field(pattern=_SHA256)
     run: str | None = None
+    dataset: str | None = None   # transfer: the dataset the prior centre was trained on
 
 
 class QuantizationRecord(_Strict):
@@ -198,6 +201,10 @@ def parse_certificate(values: Any, source: str) -> Certificate:
     if (cert.prior.kind == "init") != (cert.prior.file is None and cert.prior.sha256 is None and cert.prior.split == 0):
         raise CertificateError(f"{source}: field prior: an init prior has split 0 and no file; a trained one a "
                                f"split, a file and its sha256")
+    if (cert.prior.kind == "transfer") != (cert.prior.dataset is not None) or (
+            cert.prior.kind == "transfer" and (cert.prior.split != 0 or cert.prior.dataset == cert.data.name)):
+        raise CertificateError(f"{source}: field prior: a transfer prior has split 0 and names another dataset "
+                               f"than the one bounded; other priors name none")
     return cert
 
 
@@ -207,4 +214,5 @@ def predictor_choices(cert: Certificate) -> dict[str, Any]:
             "intrinsic_dim": cert.projection.d, "projection": cert.projection.kind,
             "projection_scale": cert.projection.scale, "quant_levels": cert.quantization.levels,
             "symbol_model": cert.quantization.symbol_model,
-            "prior_split": cert.prior.split if cert.prior.kind == "trained" else None}
+            "prior_split": cert.prior.split if cert.prior.kind == "trained" else None,
+            "prior_dataset": cert.prior.dataset}

@@ -147,7 +147,7 @@ def verify(path: str | Path, *, data_dir: str | None = None, tolerance: float = 
     message = _read_beside(folder, cert.message_file, "message")
     problems = _bits_problems(cert, message, tolerance) + _choice_problems(cert)
     prior_state = None
-    if cert.prior.kind == "trained":
+    if cert.prior.kind in ("trained", "transfer"):
         from genlab.train.checkpoint import load_state_dict
 
         prior_bytes = _read_beside(folder, cert.prior.file, "prior centre", limit=4 * MAX_PARAMETERS + 2 ** 20)
