@@ -438,3 +438,42 @@ def test_transfer_prior_bounds_every_point_and_verifies(tmp_path, mirrored_digit
 
     with pytest.raises(ConfigError, match="prior_dataset: digits is the dataset being bounded"):
         bound_config(dict(dataset="digits", model="mlp", intrinsic_dim=50, prior_dataset="digits"))
+
+
+def test_rate_aware_assignment_trades_distortion_for_entropy():
+    from genlab.bounds.compression.quantize import rate_aware
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(4000, generator=gen, dtype=torch.float64)
+    book = init_codebook(w, 5)
+    near = nearest(w, book)
+    assert torch.equal(rate_aware(w, book, 0.0), near)
+
+    def entropy(a):
+        p = torch.bincount(a, minlength=5).double() / len(a)
+        return float(-(p[p > 0] * p[p > 0].log2()).sum())
+
+    spacing2 = float((book.max() - book.min()) / 4) ** 2
+    for rate in (0.5, 2.0):
+        a = rate_aware(w, book, rate)
+        # every coordinate's level minimises its cost under the code lengths of the nearest assignment
+        counts = torch.bincount(near, minlength=5).double() + 0.5
+        lengths = -torch.log2(counts / counts.sum())
+        cost = (w[:, None] - book[None, :]) ** 2 + rate * spacing2 * lengths[None, :]
+        assert torch.equal(cost.argmin(1), a)
+        assert entropy(a) < entropy(near)
+        assert float(((w - book[a]) ** 2).mean()) > float(((w - book[near]) ** 2).mean())
+
+
+def test_rate_aware_quantization_certifies_with_fewer_bits(tmp_path):
+    base = dict(dataset="digits", model="mlp", width=32, intrinsic_dim=150, epochs=8, quant_levels=7, qat_epochs=2,
+                lr=0.05, batch_size=64, grid={**DEFAULT_GRID, "quant_rate": [0.0, 2.0]})
+    from genlab.train import train as train_run
+
+    sub = tmp_path / "sub"
+    train_run(BoundConfig(**base).subspace_stage(), sub, quiet=True)
+    plain = compression_bound(BoundConfig(**base), tmp_path / "plain", from_run=sub, quiet=True)
+    rated = compression_bound(BoundConfig(**base, quant_rate=2.0), tmp_path / "rated", from_run=sub, quiet=True)
+    assert rated["message_bits"] < plain["message_bits"]
+    assert rated["choices"]["quant_rate"] == 2.0
+    assert verify(tmp_path / "rated")["bound"] == rated["bound"]

@@ -59,6 +59,7 @@ def test_flat_and_sectioned_spellings_are_one_config():
     ({"subspace_noise": 0.1}, "need intrinsic_dim"),
     ({"quant_levels": 4}, "quant_levels needs intrinsic_dim"),
     ({"quant_stages": 2, "intrinsic_dim": 10}, "quant_stages needs quant_levels"),
+    ({"quant_rate": 1.0, "intrinsic_dim": 10}, "quant_rate needs quant_levels"),
     ({"lr": 0}, "lr: Input should be greater than 0 (got 0)"),
     ({"optimizer": "ivon", "ess": -1}, "ess: Input should be greater than 0 (got -1)"),
     ({"epochs": 2, "steps": 3}, "give epochs or steps, not both"),
@@ -169,7 +170,7 @@ def test_bound_flags_are_the_training_flags_plus_the_stages():
             "--buffer-levels"} <= bound_flags
     assert "--init-from" not in bound_flags and "--subspace-prior" not in bound_flags
     assert "--distill-from" not in bound_flags and "--distill-temperature" in bound_flags
-    assert len(BoundStages.model_fields) == 15 and set(BOUND_BASE) <= set(TrainConfig.flat_names())
+    assert len(BoundStages.model_fields) == 16 and set(BOUND_BASE) <= set(TrainConfig.flat_names())
 
 
 def test_the_readme_flag_table_names_every_train_flag_and_no_other():

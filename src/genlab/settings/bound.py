@@ -39,6 +39,8 @@ class BoundStages(BaseModel):
     quant_stages: int = Field(1, ge=1, le=16, description="progressive quantization in K stages: 1/2, 3/4, ..., "
                                                           "all of w (1: all at once)",
                               json_schema_extra={"aliases": ["--qat-stages"]})
+    quant_rate: float = Field(0.0, ge=0.0, le=100.0, description="rate-aware assignment of the quantized "
+                              "stage: squared error + R x spacing^2 x code length in bits (0: nearest level)")
     qat_epochs: int = Field(5, ge=1, description="epochs of quantization-aware training")
     qat_lr: float = Field(0.005, gt=0, description="learning rate of quantization-aware training")
     prior_split: int | None = Field(None, ge=1, description="data-dependent bound: train a prior centre on the "
@@ -154,6 +156,7 @@ class BoundConfig(BoundStages):
         return self.train.with_changes(subspace_prior=prior_dir, subspace_noise=0.0, lr=self.qat_lr,
                                        epochs=self.qat_epochs, quant_levels=self.quant_levels,
                                        quant_init=self.quant_init, quant_stages=self.quant_stages,
+                                       quant_rate=self.quant_rate,
                                        init_from=subspace_dir, distill_from=original)
 
 

@@ -203,11 +203,14 @@ class QuantizationSettings(Section):
     quant_init: Literal["quantiles", "kmeans"] = Field("kmeans", description="codebook initialisation from w")
     quant_stages: int = Field(1, ge=1, le=16, description="progressive quantization: K equal stages quantizing "
                               "1/2, 3/4, ..., then all of w (1: all at once)")
+    quant_rate: float = Field(0.0, ge=0.0, le=100.0, description="rate-aware assignment: each coordinate takes the "
+                              "level minimising squared error + R x spacing^2 x its code length in bits (0: nearest)")
 
     @model_validator(mode="after")
     def _stages_need_levels(self):
-        if self.quant_stages > 1 and self.quant_levels is None:
-            raise ValueError("quant_stages needs quant_levels (quantization-aware training)")
+        for name, used in (("quant_stages", self.quant_stages > 1), ("quant_rate", self.quant_rate > 0)):
+            if used and self.quant_levels is None:
+                raise ValueError(f"{name} needs quant_levels (quantization-aware training)")
         return self
 
 

@@ -289,7 +289,8 @@ def subspace_model(config, base: nn.Module) -> SubspaceModel:
     model = SubspaceModel(base, ProjectionSpec(sub.projection, sub.intrinsic_dim, seed, tuple(sub.projection_groups),
                                                sub.projection_scale))
     if quant.quant_levels is not None:
-        model.quantizer = Quantizer(torch.linspace(-1, 1, quant.quant_levels), d=sub.intrinsic_dim)
+        model.quantizer = Quantizer(torch.linspace(-1, 1, quant.quant_levels), d=sub.intrinsic_dim,
+                                    rate=quant.quant_rate)
         if quant.quant_stages > 1:
             model.quantizer.mask.zero_()   # ProgressiveQuantization fills it stage by stage
     model.noise = sub.subspace_noise
