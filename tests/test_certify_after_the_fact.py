@@ -2,6 +2,7 @@
 its agreement with the network recorded and recomputed by verify; the distillation plugin's gradient checked by
 hand; bad input one line."""
 
+import copy
 import json
 import shutil
 
@@ -12,6 +13,7 @@ from torch import nn
 from genlab.bounds.compression import BoundConfig, VerificationError, compression_bound, verify
 from genlab.cli import main as cli_main
 from genlab.config import TrainConfig
+from genlab.errors import ConfigError
 from genlab.losses import as_loss
 from genlab.objective import Objective
 from genlab.train import train
@@ -108,6 +110,15 @@ def test_an_nn_module_from_python(original_run, tmp_path):
     assert verify(tmp_path / "module")["train_errors"] == cert["train_errors"]
     with pytest.raises(Exception, match="do not fit"):
         compression_bound(BoundConfig(**{**BOUND, "width": 16}), tmp_path / "other", quiet=True, original=run.model)
+    # another network of the same architecture into the same --out: refused before anything there is replaced
+    other = copy.deepcopy(run.model)
+    with torch.no_grad():
+        next(other.parameters()).mul_(0.5)
+    before = (tmp_path / "module" / "original.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="fitted to another network"):
+        compression_bound(BoundConfig(**BOUND), tmp_path / "module", quiet=True, original=other)
+    assert (tmp_path / "module" / "original.safetensors").read_bytes() == before
+    assert verify(tmp_path / "module")["train_errors"] == cert["train_errors"]          # still intact
 
 
 @pytest.mark.parametrize("args, needle", [

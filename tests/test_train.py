@@ -253,3 +253,18 @@ def test_cosine_schedule_resumes_exactly_and_refuses_lengthening(tmp_path):
     assert any(not torch.equal(cosine[k], constant[k]) for k in cosine)   # the schedule is applied
     with pytest.raises(CheckpointError, match="steps"):
         train(cfg.with_changes(steps=40), tmp_path / "straight", quiet=True)
+
+
+def test_a_run_refuses_to_be_reused_after_the_weights_it_started_from_changed(tmp_path):
+    from genlab.errors import CheckpointError
+
+    base = dict(dataset="digits", n_train=200, model="mlp", width=16, optimizer="sgd", lr=0.05, batch_size=50,
+                steps=4)
+    train(TrainConfig(**base), tmp_path / "a", quiet=True)
+    follow = TrainConfig(**{**base, "init_from": str(tmp_path / "a")})
+    first = train(follow, tmp_path / "b", quiet=True)
+    assert train(follow, tmp_path / "b", quiet=True).summary == first.summary        # reused as it is
+    # the run it started from is replaced under the same path: reusing b would mix two networks
+    train(TrainConfig(**{**base, "lr": 0.2}), tmp_path / "a", overwrite=True, quiet=True)
+    with pytest.raises(CheckpointError, match="init_from names changed since it started"):
+        train(follow, tmp_path / "b", quiet=True)

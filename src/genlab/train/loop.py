@@ -25,7 +25,8 @@ from genlab.train.run_dir import open_run_dir
 from genlab.train.session import Schedule, Session, StopOnSignals, TrainingInterrupted, epoch_permutation
 from genlab.train.optimizers import OPTIMIZERS, build_optimizer
 from genlab.train.plugins import BuildContext, plugins_for
-from genlab.train.run import (Run, assemble_run, data_fingerprint, load_data, make_model, make_objectives,
+from genlab.train.run import (Run, assemble_run, check_same_upstream, data_fingerprint, load_data, make_model,
+                              make_objectives, upstream_weights,
                               read_run_config, resolve_device)
 from genlab.train.run_dir import RunDir
 
@@ -99,8 +100,11 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list[Callback] | N
 
 
 def _train_in(rd: RunDir, config: TrainConfig, callbacks: list[Callback] | None, quiet: bool) -> Run:
+    upstream = upstream_weights(config)
     if rd.config.is_file():
         _check_resumable(rd, config)
+        if rd.checkpoint.is_file():
+            check_same_upstream(rd, upstream)
     device = resolve_device(config.run.device)
     data = load_data(config)
     noise = config.plugins.noise
@@ -125,6 +129,7 @@ def _train_in(rd: RunDir, config: TrainConfig, callbacks: list[Callback] | None,
     session = Session(objective, optimizer, rd, schedule, test=test_objective, plugins=plugins, quiet=quiet,
                       record=config.model_dump(), config=config, fingerprint=data_fingerprint(data),
                       base_lrs=[config.optimizer.lr] * len(optimizer.param_groups),
+                      env_extra={"upstream_weights": upstream},
                       describe=f"{config.data.name} ({n} train) {config.model.name} "
                                f"({objective.num_params():,} params) {config.optimizer.name} "
                                f"lr={config.optimizer.lr}, ")

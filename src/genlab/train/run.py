@@ -51,6 +51,41 @@ def data_fingerprint(data: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
+#: settings naming another run's (or a file's) weights that a run starts from
+UPSTREAM_SETTINGS = ("init_from", "subspace_prior", "distill_from")
+
+
+def upstream_weights(config: TrainConfig) -> dict[str, str]:
+    """``{setting: SHA-256 (16 hex digits)}`` of the weights each of :data:`UPSTREAM_SETTINGS` names (a run
+    directory's ``model.safetensors``, or the file itself); settings not given, or naming nothing yet, are left
+    out (the run's own start reports those)."""
+    from genlab.train.distill import original_weights_file
+
+    flat, out = config.flat(), {}
+    for name in UPSTREAM_SETTINGS:
+        path = flat.get(name)
+        if path is None:
+            continue
+        try:
+            file = original_weights_file(path)
+        except ConfigError:
+            continue
+        out[name] = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    return out
+
+
+def check_same_upstream(rd: RunDir, upstream: dict[str, str]) -> None:
+    """Raise :class:`CheckpointError` if a weights file this run started from has changed since (a stage reused
+    after the network it was fitted to, or started from, was replaced under the same path)."""
+    recorded = rd.read_json(rd.env).get("upstream_weights") if rd.env.is_file() else None
+    if recorded is None:   # runs before 2026-12-04 recorded none
+        return
+    for name, digest in upstream.items():
+        if recorded.get(name) not in (None, digest):
+            raise CheckpointError(f"{rd.path}: the weights its {name} names changed since it started (SHA-256 "
+                                  f"{recorded[name]} then, {digest} now); use a new --out for the new weights")
+
+
 def check_same_data(rd: RunDir, fingerprint: str) -> None:
     """Raise :class:`CheckpointError` if the run was trained on data with another fingerprint."""
     recorded = rd.read_json(rd.env).get("data_fingerprint") if rd.env.is_file() else None

@@ -56,6 +56,7 @@ def prepare_original(train_config, out: Path, source: str | Path | None = None,
     if module is not None:
         state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
                  for k, v in module.state_dict().items()}
+        _refuse_another_network(out, state)
         out.mkdir(parents=True, exist_ok=True)
         staged = out / (FILE + ".part")
         save_state_dict(staged, state, metadata={"format": "genlab-original-1"})
@@ -64,11 +65,27 @@ def prepare_original(train_config, out: Path, source: str | Path | None = None,
         return out / FILE
     file = original_weights_file(source)
     original = load_original(file, lambda: _build(spec))
+    if not (out / FILE).is_file() or (out / FILE).resolve() != file.resolve():
+        _refuse_another_network(out, original.state_dict())
     out.mkdir(parents=True, exist_ok=True)
     if not (out / FILE).is_file() or (out / FILE).resolve() != file.resolve():
         save_state_dict(out / FILE, {k: v.detach() for k, v in original.state_dict().items()},
                         metadata={"format": "genlab-original-1", "source": str(source)})
     return out / FILE
+
+
+def _refuse_another_network(out: Path, state: dict[str, torch.Tensor]) -> None:
+    """Refuse to replace ``out/original.safetensors`` by another network's weights while ``out`` holds stages
+    (and a certificate) fitted to the one there: replacing it would leave them describing a network that is gone."""
+    from genlab.train.checkpoint import load_state_dict
+
+    if not (out / FILE).is_file() or not any((out / stage).exists() for stage in ("subspace", "quantized")):
+        return
+    there = load_state_dict(out / FILE)
+    same = there.keys() == state.keys() and all(torch.equal(there[k], state[k].to(there[k])) for k in there)
+    if not same:
+        raise ConfigError(f"{out} holds a bound fitted to another network ({out / FILE} differs from the one "
+                          f"given); use a new --out for this one")
 
 
 def _check_same_setup(run_config, train_config, source) -> None:
