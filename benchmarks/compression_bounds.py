@@ -3,8 +3,9 @@
 Runs ``genlab reproduce compression`` in its full setting from scratch: every row is one ``genlab bound`` pipeline
 (subspace training, quantization, coding, certificate) followed by ``genlab verify`` from the certificate and
 message alone; each row's bound, parts and time split are recorded. Targets: MNIST and Fashion-MNIST (all 60,000
-training points, data-independent) at most 6% and 25%, each within 30 minutes end to end; data-dependent MNIST
-below 3%; MNIST-1D and digits non-vacuous (well under the 90% of guessing) within 3 minutes each; every bound
+training points, data-independent) at most 6% and 20%, each within 30 minutes end to end; data-dependent MNIST
+at most 2% (the experiment's ``TARGETS``; the run recorded 2026-11-30 was judged against the first round's 25%
+and 3%); MNIST-1D and digits non-vacuous (well under the 90% of guessing) within 3 minutes each; every bound
 verifies. The published data-independent figures (Lotfi et al. 2022: MNIST 11.6%, Fashion-MNIST 32.8%) are
 recorded next to ours. ``GENLAB_COMPRESSION_OUT=DIR`` keeps the reproduction (runs, certificates, figure) in DIR.
 """
@@ -16,10 +17,9 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import record
-from genlab.experiments.compression import PUBLISHED, SETTINGS, reproduce
+from genlab.experiments.compression import PUBLISHED, SETTINGS, TARGETS, reproduce
 
 LIMITS_S = {"mnist": 1800, "fashion-mnist": 1800, "mnist1d": 180, "digits": 180}
-TARGETS = {"mnist": 0.06, "fashion-mnist": 0.25, "mnist-data-dependent": 0.03}
 
 
 def main() -> dict:

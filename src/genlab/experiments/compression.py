@@ -10,8 +10,8 @@ and its parts (train error, message bits) against ``d``.
 Verdict rules, fixed before running: every row's certificate verifies, and every bound is below the error of
 guessing (``1 - 1/C``); then ``held`` if the MNIST and Fashion-MNIST data-independent bounds are at most the
 published 11.6% and 32.8%, ``did not hold`` if a bound is vacuous or fails verification, else ``inconclusive``.
-The full setting also records the issue's own targets (MNIST <= 6%, Fashion-MNIST <= 25%, data-dependent MNIST
-< 3%) without making them part of the verdict.
+The full setting also records the issue's own targets (MNIST <= 6%, Fashion-MNIST <= 20%, data-dependent MNIST
+<= 2%) without making them part of the verdict.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from genlab.experiments.results import ReproductionResult, choose_setting, write
 CLAIM = ("Subspace training, quantization and arithmetic coding give certified, non-vacuous error bounds, on MNIST "
          "and Fashion-MNIST at most the published 11.6% and 32.8% (Lotfi et al. 2022).")
 PUBLISHED = {"mnist": 0.116, "fashion-mnist": 0.328}
-TARGETS = {"mnist": 0.06, "fashion-mnist": 0.25, "mnist-data-dependent": 0.03}
+# issue 18's targets (the first round asked for 25% and 3%): recorded, not part of the verdict
+TARGETS = {"mnist": 0.06, "fashion-mnist": 0.20, "mnist-data-dependent": 0.02}
 CLASSES = {"mnist1d": 10, "digits": 10, "mnist": 10, "fashion-mnist": 10}
 # What the settings below were chosen among (by hand, on these datasets): charged in every certificate.
 SEARCHED = {
