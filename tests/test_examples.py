@@ -100,3 +100,12 @@ def test_train_and_curvature_on_a_registered_user_model_and_dataset(tmp_path):
     assert two["top_eigenvalues"] == pytest.approx(one["top_eigenvalues"], rel=1e-6)
     unknown = genlab("train", "--dataset", "wine", "--out", str(tmp_path / "x"))
     assert unknown.returncode == 2 and "unknown dataset 'wine'" in unknown.stderr
+
+
+def test_data_dependent_bound_example_charges_nothing_for_its_prior_and_verifies(tmp_path):
+    stdout = run_example("data_dependent_bound.py", str(tmp_path / "dd"))
+    cert = json.loads((tmp_path / "dd" / "certificate.json").read_text())
+    assert cert["prior"]["kind"] == "trained" and cert["preprocessing"]["bits"] == 0
+    assert cert["settings"]["train"]["plugins"]["augment"]["augment_shift"] == 1
+    assert cert["choices"]["augment_shift"] == 1 and cert["bound"] < cert["constant_predictor_error"]
+    assert ": verified -- " in stdout.splitlines()[-1]
