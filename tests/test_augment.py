@@ -79,3 +79,13 @@ def test_the_step_sees_shifted_inputs_the_evaluation_the_data(tmp_path):
 def test_bad_augmentation_is_one_line(tmp_path, settings, message):
     with pytest.raises(ConfigError, match=message):
         train(TrainConfig(**{**BASE, **settings}), tmp_path / "bad", quiet=True)
+
+
+def test_augmentation_wraps_label_noise_from_either_side(tmp_path):
+    from genlab.train import Augmentation
+
+    noisy = {**BASE, "noise": "label", "noise_sigma": 0.3}
+    inner = train(TrainConfig(**noisy, augment_shift=1), tmp_path / "inner", quiet=True)   # registered: innermost
+    outer = train(TrainConfig(**noisy), tmp_path / "outer", callbacks=[Augmentation(1)], quiet=True)
+    # the same draws either way: augmentation keys on (seed, step, chunk), label noise on (seed, step)
+    assert outer.summary["train_loss"] == inner.summary["train_loss"]

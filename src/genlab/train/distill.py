@@ -114,14 +114,14 @@ class Distillation(Callback):
         rows = torch.arange(len(self.targets)) if state.indices is None else state.indices.cpu()
         targets = self.targets
 
-        def with_original(target_transform=None):
+        def with_original(target_transform=None, **rest):   # rest: input_transform (augmentation) passed on
             offset = [0]   # the Objective passes the step's chunks in order: consume the rows as they come
 
             def replace(y):
                 start = offset[0]
                 offset[0] += len(y)
                 return targets[rows[start: offset[0]].to(targets.device)].to(y.device)
-            return compute(target_transform=replace)
+            return compute(target_transform=replace, **rest)
         return with_original
 
 

@@ -62,12 +62,12 @@ def noisy_compute(kind: str, sigma: float, objective: Objective, compute, *, see
         k = objective.num_outputs() if objective.classification else 0  # eval mode: no dropout RNG draws
         transform = label_transform(sigma, gen, k)
 
-        def with_label_noise(target_transform=None):
+        def with_label_noise(target_transform=None, **rest):   # rest: input_transform (augmentation) passed on
             both = transform if target_transform is None else (lambda y: transform(target_transform(y)))
-            return compute(target_transform=both)
+            return compute(target_transform=both, **rest)
         return with_label_noise
 
-    def with_dropconnect(target_transform=None):
+    def with_dropconnect(target_transform=None, **rest):
         params = [p for p in objective.model.parameters() if p.requires_grad]
         masks = [(torch.rand(p.shape, generator=gen) >= sigma).to(p) / (1 - sigma) for p in params]
         saved = [p.detach().clone() for p in params]
@@ -75,7 +75,7 @@ def noisy_compute(kind: str, sigma: float, objective: Objective, compute, *, see
             for p, m in zip(params, masks):
                 p.mul_(m)
         try:
-            loss = compute(target_transform=target_transform)
+            loss = compute(target_transform=target_transform, **rest)
         finally:
             with torch.no_grad():
                 for p, w in zip(params, saved):
