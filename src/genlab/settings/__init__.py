@@ -2,11 +2,11 @@
 
 from genlab.settings.optimizers import (OPTIMIZER_SETTINGS, AdamSettings, IVONSettings, OptimizerSettings,
                                         SGDSettings, SGLDSettings, VGDSettings, optimizer_settings_class)
-from genlab.settings.sections import (AugmentSettings, DataSettings, DistillSettings, InitSettings, LoggingSettings, ModelSettings,
-                                      NoiseSettings, PluginSettings, QuantizationSettings, RunSettings, Section,
-                                      SubspaceSettings, TrackingSettings, flat_name)
+from genlab.settings.sections import (AugmentSettings, DataSettings, DistillSettings, InitSettings, LoggingSettings,
+                                      ModelSettings, NoiseSettings, PluginSettings, QuantizationSettings, RunSettings,
+                                      Section, SubspaceSettings, TrackingSettings, flat_name)
 
 __all__ = ["OPTIMIZER_SETTINGS", "AdamSettings", "IVONSettings", "OptimizerSettings", "SGDSettings", "SGLDSettings",
-           "VGDSettings", "optimizer_settings_class", "AugmentSettings", "DataSettings", "DistillSettings", "InitSettings",
-           "LoggingSettings", "ModelSettings", "NoiseSettings", "PluginSettings", "QuantizationSettings",
-           "RunSettings", "Section", "SubspaceSettings", "TrackingSettings", "flat_name"]
+           "VGDSettings", "optimizer_settings_class", "AugmentSettings", "DataSettings", "DistillSettings",
+           "InitSettings", "LoggingSettings", "ModelSettings", "NoiseSettings", "PluginSettings",
+           "QuantizationSettings", "RunSettings", "Section", "SubspaceSettings", "TrackingSettings", "flat_name"]

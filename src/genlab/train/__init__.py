@@ -12,5 +12,5 @@ from genlab.train.optimizers import OPTIMIZERS, OptimizerSpec, build_optimizer, 
 from genlab.train.run_dir import RunDir
 
 __all__ = ["Run", "load_run", "Callback", "EvalCallback", "TrainState", "TrainingInterrupted", "batch_indices", "steps_per_epoch",
-           "total_steps", "train", "fit", "FitResult", "Augmentation", "NoiseInjection", "register_plugin_factory",
-           "register_model_transform", "OPTIMIZERS", "OptimizerSpec", "build_optimizer", "register_optimizer", "RunDir"]
+           "total_steps", "train", "fit", "FitResult", "Augmentation", "NoiseInjection",
+           "register_plugin_factory", "register_model_transform", "OPTIMIZERS", "OptimizerSpec", "build_optimizer", "register_optimizer", "RunDir"]

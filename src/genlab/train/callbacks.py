@@ -75,8 +75,9 @@ class Callback:
     def wrap_gradient(self, state: TrainState, compute):
         """Return ``compute`` or a wrapper of it. ``compute(target_transform=None, input_transform=None) ->
         loss`` accumulates the step's gradient into ``.grad``; the wrapper may transform targets (label noise),
-        inputs (augmentation, the innermost wrapper) or weights (DropConnect). Called once per step; the wrapped function may be called several times (closure
-        optimizers evaluate several posterior samples)."""
+        inputs (augmentation, the innermost wrapper) or weights (DropConnect); a wrapper passes on the keyword
+        arguments it does not use. Called once per step; the wrapped function may be called several times
+        (closure optimizers evaluate several posterior samples)."""
         return compute
 
     def step_kwargs(self, state: TrainState) -> dict[str, Any]:

@@ -310,8 +310,7 @@ def certify(run_dir: str | Path, out: str | Path, *, delta: float = 0.05, grid: 
         transfer = prior_config.data.name != config.data.name
         m = 0 if transfer else prior_config.data.n_train
         same = (prior_config.data.label_noise, prior_config.run.seed) == (config.data.label_noise, config.run.seed)
-        if not transfer and (m is None or (config.data.n_train is not None and m >= config.data.n_train)
-                             or not same):
+        if not transfer and (m is None or not same or (config.data.n_train is not None and m >= config.data.n_train)):
             raise ConfigError(f"subspace_prior {prior_run}: a data-dependent bound needs a prior trained "
                               f"on the first m < n points of the same dataset (n_train = m), same seed and labels")
         prior_state = {k: v.detach().clone() for k, v in model.unflatten(model.theta0).items()}

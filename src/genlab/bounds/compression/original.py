@@ -67,8 +67,7 @@ def prepare_original(train_config, out: Path, source: str | Path | None = None,
     original = load_original(file, lambda: _build(spec))
     if not (out / FILE).is_file() or (out / FILE).resolve() != file.resolve():
         _refuse_another_network(out, original.state_dict())
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / FILE).is_file() or (out / FILE).resolve() != file.resolve():
+        out.mkdir(parents=True, exist_ok=True)
         save_state_dict(out / FILE, {k: v.detach() for k, v in original.state_dict().items()},
                         metadata={"format": "genlab-original-1", "source": str(source)})
     return out / FILE

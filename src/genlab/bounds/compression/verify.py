@@ -107,8 +107,8 @@ def _bits_problems(cert: Certificate, message: bytes, tolerance: float) -> list[
     if message_bits(message) != cert.message_bits:
         problems.append(f"{cert.message_file} is {message_bits(message)} bits, the certificate charges "
                         f"{cert.message_bits}")
-    charged = preprocessing_bits(cert.data.normalise_first, cert.prior.split if cert.prior.kind == "trained" else 0,
-                                 cert.data.name)
+    # init and transfer priors have split 0 (parse_certificate checks it): the bound is on every point
+    charged = preprocessing_bits(cert.data.normalise_first, cert.prior.split, cert.data.name)
     if cert.preprocessing.bits != charged:
         problems.append(f"preprocessing.bits: {cert.preprocessing.bits}, genlab charges {charged} for this "
                         f"normalisation and prior split")
