@@ -129,3 +129,89 @@ def test_sharded_gradient_covariance_matches_the_gram_matrix(small_run, tmp_path
     assert got["n"] == ref.n
     assert got["trace"] == pytest.approx(ref.trace, rel=1e-6)
     assert got["eigenvalues"] == pytest.approx([float(x) for x in ref.eigenvalues], rel=1e-6)
+
+
+# ------------------------------------------------------------------ what each rank holds
+
+class _CountingDataset(torch.utils.data.Dataset):
+    """A map-style dataset that records which examples were read."""
+
+    def __init__(self, n: int):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y, self.read = torch.randn(n, 3, generator=g), torch.arange(n) % 2, []
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        self.read.append(int(i))
+        return self.x[i], self.y[i]
+
+
+def test_a_shard_objective_holds_its_rows_alone_in_their_own_storage():
+    from torch import nn
+
+    from genlab.curvature.distributed import shard_indices, shard_objective
+    from genlab.objective import Objective
+
+    x, y = torch.randn(11, 4), torch.arange(11) % 3
+    model = nn.Linear(4, 3)
+    obj = Objective(model, "ce", (x, y), batch_size=4)
+    part = shard_objective(obj, 1, 3, model=model.double())  # and in the model's precision
+    idx = shard_indices(11, 1, 3)
+    assert part.n == 4 and torch.equal(part.y, y[idx]) and part.x.dtype == torch.float64
+    assert torch.allclose(part.x, x[idx].double())
+    assert part.x.untyped_storage().nbytes() == 4 * 4 * 8  # a copy of its 4 rows, not a view of all 11
+    ref = Objective(model, "ce", (x.double(), y), batch_size=4).loss(indices=idx)
+    assert float(part.loss()) == pytest.approx(float(ref), rel=1e-12)
+
+
+def test_a_shard_of_a_data_loader_reads_only_its_examples():
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from genlab.curvature.distributed import shard_objective
+    from genlab.errors import ConfigError
+    from genlab.objective import Objective
+
+    data = _CountingDataset(10)
+    model = nn.Linear(3, 2)
+    obj = Objective(model, "ce", DataLoader(data, batch_size=3))
+    assert obj.n == 10 and data.read == []  # len(dataset): no pass needed to count an in-order loader
+    part = shard_objective(obj, 1, 2, model=model)
+    assert part.n == 5
+    loss = float(part.loss())
+    assert sorted(data.read) == [5, 6, 7, 8, 9]
+    ref = torch.nn.functional.cross_entropy(model(data.x[5:]), data.y[5:])
+    assert loss == pytest.approx(float(ref.detach()), rel=1e-6)
+    for loader, what in ((DataLoader(data, batch_size=3, shuffle=True), "RandomSampler"),
+                         (DataLoader(data, batch_size=3, drop_last=True), "drop_last=True"),
+                         ([(data.x[:5], data.y[:5]), (data.x[5:], data.y[5:])], "list")):
+        with pytest.raises(ConfigError, match=what):
+            Objective(model, "ce", loader).subset(torch.arange(5))
+
+
+def test_a_data_loader_run_is_sharded_over_processes(tmp_path, monkeypatch):
+    """A fit() run whose training data is the user's DataLoader (the own-model example's module): each of 2
+    ranks streams a DataLoader over its half of the dataset; the same numbers as one process, loss included
+    (a loader's graphs are never cached, so the mean loss is all-reduced rather than taken from the graph)."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "docs" / "examples"))
+    from examples_module import make_fixed_data, make_model
+
+    from genlab.curvature.analysis import curvature
+    from genlab.objective import Objective
+    from genlab.train import fit
+
+    model = make_model()
+    fit(Objective(model, "ce", make_fixed_data()[0]), torch.optim.SGD(model.parameters(), lr=0.05),
+        tmp_path / "run", steps=8, full_batch=True, seed=0, quiet=True,
+        factories={"model": make_model, "data": make_fixed_data})
+    kw = dict(top_k=2, tol=1e-8, trace=True, trace_matvecs=12, figures=False, seed=2)
+    one = curvature(tmp_path / "run", **kw)
+    two = curvature(tmp_path / "run", nproc=2, **kw)
+    assert two["processes"] == 2 and two["points_per_process"] == [62, 62] and two["n"] == one["n"] == 124
+    assert two["top_eigenvalues"] == pytest.approx(one["top_eigenvalues"], rel=1e-6)
+    assert two["trace"] == pytest.approx(one["trace"], rel=1e-6)
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-9)

@@ -9,6 +9,9 @@ positional arguments) or a dict of tensors (passed as keyword arguments); ``targ
   moved to the device as it comes and dropped after use, so memory does not grow with the dataset.
   Full-dataset curvature needs the same batches on every pass: :meth:`LoaderData.check_deterministic`
   compares two passes (as curvlinops does) and refuses a shuffling or augmenting loader.
+
+Both can hand out a *subset* of their examples held apart from the rest (``subset``): what one rank of a
+computation sharded over processes keeps, so that no rank holds (or moves to its device) the whole dataset.
 """
 
 from __future__ import annotations
@@ -105,6 +108,14 @@ class TensorData:
     def first_inputs(self) -> Any:
         return take(self.inputs, slice(0, 1))
 
+    def subset(self, indices: torch.Tensor | None, device: torch.device, dtype: torch.dtype) -> TensorData:
+        """The examples ``indices`` (all if None) on ``device``. Indexing copies, so the subset has its own
+        storage and the full tensors can be freed once nothing else refers to them."""
+        if indices is None:
+            return TensorData(self.inputs, self.targets, device, dtype)
+        idx = indices.to(self.targets.device)
+        return TensorData(take(self.inputs, idx), self.targets[idx], device, dtype)
+
 
 class LoaderData:
     """Any re-iterable of ``(inputs, targets)`` batches (a ``DataLoader``), streamed batch by batch."""
@@ -121,7 +132,10 @@ class LoaderData:
 
     @property
     def n(self) -> int:
-        """Examples per pass (counted on the first pass)."""
+        """Examples per pass: ``len(dataset)`` for a DataLoader that reads its map-style dataset in order, else
+        counted on the first pass."""
+        if self._n is None:
+            self._n = _in_order_length(self.loader)
         if self._n is None:
             self._n = sum(len(t) for _, t in self._raw())
         return self._n
@@ -164,6 +178,46 @@ class LoaderData:
                               f"{where}); full-batch curvature needs a fixed pass: use shuffle=False and no random "
                               f"augmentation for the Objective's loader")
         self._n = sum(n for n, _ in first)
+
+    def subset(self, indices: torch.Tensor | None, device: torch.device, dtype: torch.dtype) -> LoaderData:
+        """The examples ``indices`` (all if None) on ``device``: a DataLoader over ``Subset(dataset, indices)``
+        with the loader's batch size, collate function and workers, so only those examples are ever read. Needs
+        a ``torch.utils.data.DataLoader`` reading a map-style dataset in order (``shuffle=False``, no sampler of
+        its own, ``drop_last=False``): for any other re-iterable genlab cannot tell which batch holds which
+        example (shard it yourself, e.g. one loader per rank in your own ``torchrun`` job)."""
+        if indices is None:
+            return LoaderData(self.loader, device, dtype)
+        from torch.utils.data import DataLoader, Subset
+
+        if _in_order_length(self.loader) is None:
+            what = type(self.loader).__name__
+            if isinstance(self.loader, DataLoader):
+                what = (f"a DataLoader with sampler {type(self.loader.sampler).__name__}, drop_last="
+                        f"{self.loader.drop_last}")
+            raise ConfigError(f"cannot take a subset of the examples of {what}: sharding a loader needs a "
+                              f"torch DataLoader that reads a map-style dataset in order (shuffle=False, no "
+                              f"sampler of its own, drop_last=False), or give the data as tensors")
+        old = self.loader
+        loader = DataLoader(Subset(old.dataset, indices.tolist()), batch_size=old.batch_size,
+                            collate_fn=old.collate_fn, num_workers=old.num_workers, pin_memory=old.pin_memory,
+                            worker_init_fn=old.worker_init_fn, timeout=old.timeout)
+        out = LoaderData(loader, device, dtype)
+        out.deterministic = self.deterministic  # the same dataset read in the same order
+        return out
+
+
+def _in_order_length(loader: Any) -> int | None:
+    """``len(dataset)`` when ``loader`` is a DataLoader giving every example of a map-style dataset once, in
+    index order, in batches of its ``batch_size``; ``None`` for anything else."""
+    from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler
+
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+        return None
+    if not isinstance(loader.sampler, SequentialSampler) or loader.batch_size is None or loader.drop_last:
+        return None
+    if type(loader.batch_sampler) is not BatchSampler:
+        return None
+    return len(loader.dataset)
 
 
 def tensor_bytes(t: torch.Tensor) -> bytes:

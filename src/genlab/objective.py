@@ -148,6 +148,23 @@ class Objective:
         return Objective(model, self.loss_fn, data, batch_size=self.batch_size, device=self.device,
                          classification=self._classification, output=self.output)
 
+    def subset(self, indices: torch.Tensor | None = None, model: nn.Module | None = None) -> Objective:
+        """The same loss on the examples ``indices`` only (all if None), held apart from the rest, on ``model``
+        (default: this Objective's), on its device and in its precision.
+
+        In-memory rows are copied; a ``DataLoader`` is replaced by one over ``Subset(dataset, indices)`` that
+        reads only those examples (:meth:`genlab.batching.LoaderData.subset` says which loaders can be).
+        What a rank of a sharded computation keeps: ``objective.subset(shard_indices(objective.n, rank,
+        size))``; once the full Objective is dropped, that rank holds (and has moved to its device) its shard
+        alone. Unlike ``indices=`` arguments of the operators, which stream a subset of data held in full.
+        """
+        model = self.model if model is None else model
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else self.device
+        dtype = first.dtype if first is not None else self.dtype
+        return Objective(model, self.loss_fn, self.data.subset(indices, device, dtype), batch_size=self.batch_size,
+                         device=device, classification=self._classification, output=self.output)
+
     # ------------------------------------------------------------------ basics
     @property
     def n(self) -> int:

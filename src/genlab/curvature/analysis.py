@@ -9,7 +9,8 @@ keys tools can rely on:
   with ``trace_std_error``;
 * ``hvp_count``: Hessian-vector products spent on everything in the file;
 * ``loss``: the objective the Hessian is of (mean training loss);
-* ``processes``: the ranks the training points were sharded over (``--nproc``);
+* ``processes``: the ranks the training points were sharded over (``--nproc``), and
+  ``points_per_process``: how many each held (each rank keeps its contiguous shard alone);
 * ``peak_rss_bytes`` / ``peak_cuda_bytes``: the (rank-0) process's peak resident memory and peak CUDA
   allocation (``null`` on CPU);
 * ``memory``: how the computation spent memory (:mod:`genlab.curvature.memory`): ``max_memory`` (the
@@ -86,8 +87,9 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
     """
     from genlab.curvature.memory import parse_size, plan_memory
 
-    from genlab.curvature.distributed import ShardedOperator, shard_indices, sharded_jacobian_norms, spawn, world
-    from genlab.train.run import load_run
+    from genlab.curvature.distributed import (ShardedOperator, shard_indices, shard_objective,
+                                              sharded_jacobian_norms, sharded_mean, spawn, world)
+    from genlab.train.run import load_run, resolve_device
 
     if dtype not in ("float32", "float64"):
         raise ConfigError(f"--dtype: unknown dtype {dtype!r}; allowed: float32, float64")
@@ -115,29 +117,44 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
               figures=figures, device=device, max_memory=budget, batch_size=batch_size)
         return json.loads((Path(run_dir) / "curvature.json").read_text())
     t0 = time.perf_counter()
-    run = load_run(run_dir, device=device)
-    base = run.objective
+    sharded = size > 1
+    # sharded: load on the CPU, keep this rank's shard alone and move only that to the device
+    run = load_run(run_dir, device="cpu" if sharded else device)
+    run_path, config, record = Path(run.path), run.config, run.record
     model = run.model.to(getattr(torch, dtype))
-    obj = base.with_model(model)
+    if sharded:
+        model = model.to(resolve_device(device or (config.run.device if config is not None else "auto")))
+    base, test = run.objective, run.test_objective
+    n = base.n
+    full = test_obj = None  # rank 0's full training set and test set, for --jacobian's global terms
+    if jacobian and rank == 0:
+        full = base.subset(None, model=model)
+        test_obj = test.subset(None, model=model) if test is not None else None
+    obj = shard_objective(base, rank, size, model=model) if sharded else base.with_model(model)
+    del run, base, test  # a rank that no longer refers to the full data lets it go
     if batch_size is not None:
         obj.batch_size = batch_size
+        if full is not None:
+            full.batch_size = batch_size
     gen = torch.Generator().manual_seed(seed)
-    shard = shard_indices(obj.n, rank, size) if size > 1 else None
     plan = plan_memory(obj, budget, top_k=top_k, trace_matvecs=trace_matvecs if trace else None,
-                       density_steps=density_steps if density else None,
-                       n=len(shard) if shard is not None else None)
-    H = HessianOperator(obj, indices=shard, cache_graph=plan.cache_graph)
-    if size > 1:
+                       density_steps=density_steps if density else None)
+    H = HessianOperator(obj, cache_graph=plan.cache_graph)
+    if sharded:
         H = ShardedOperator(H)
     top = lanczos(H, min(top_k, H.dim), tol=tol, max_iter=max(300, 10 * top_k), generator=gen,
                   max_basis=plan.basis_columns)
+    if H.loss is not None:
+        loss = H.loss
+    else:  # not cached: the mean loss of the (global) training set
+        loss = sharded_mean(float(obj.loss()), obj.n) if sharded else float(obj.loss())
     result: dict[str, Any] = {
-        "run": str(run.path), "loss": H.loss if H.loss is not None else float(obj.loss()),
-        "n": obj.n, "num_params": H.dim, "dtype": dtype, "seed": seed, "processes": size,
+        "run": str(run_path), "loss": loss, "n": n, "num_params": H.dim, "dtype": dtype, "seed": seed,
+        "processes": size, "points_per_process": [len(shard_indices(n, r, size)) for r in range(size)],
         "top_eigenvalues": [float(x) for x in top.eigenvalues],
         "eigen_residuals": top.residuals, "eigen_converged": top.converged, "eigen_tol": tol,
         "grad_norm": float(H.gradient.norm()) if H.gradient is not None else None,
-        "stability_threshold": _threshold(run.config) if run.config is not None else _fit_threshold(run.record),
+        "stability_threshold": _threshold(config) if config is not None else _fit_threshold(record),
         "trace": None, "trace_std_error": None,
     }
     if trace:
@@ -151,8 +168,8 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
         result["density"] = {"grid": grid.tolist(), "values": dens.smoothed(grid, sigma).tolist(), "sigma": sigma,
                              "probes": density_probes, "steps": density_steps, **dens.as_dict()}
     if gauss_newton:
-        G = GaussNewtonOperator(obj, indices=shard)
-        if size > 1:
+        G = GaussNewtonOperator(obj)
+        if sharded:
             G = ShardedOperator(G)
         gn = lanczos(G, min(top_k, G.dim), tol=tol, max_iter=max(300, 10 * top_k), generator=gen,
                      max_basis=plan.basis_columns)
@@ -161,15 +178,13 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
                                   "residuals": gn.residuals, "matvecs": gn.matvecs,
                                   "top_ratio": float(gn.eigenvalues[0] / top.eigenvalues[0]), **split}
     norms = None
-    if jacobian and size > 1:  # each rank its shard's points, gathered
-        norms = sharded_jacobian_norms(obj)
+    if jacobian and sharded:  # each rank its shard's points, gathered
+        norms = sharded_jacobian_norms(obj, shard=False)
     if jacobian and rank == 0:
         from genlab.bounds.jacobian import jacobian_terms
 
-        test = run.test_objective
-        test_obj = test.with_model(model) if test is not None else None
         gn_top = result["gauss_newton"]["top_eigenvalues"][0] if gauss_newton else None
-        result["jacobian"] = jacobian_terms(obj, test_obj, gauss_newton_top=gn_top,
+        result["jacobian"] = jacobian_terms(full, test_obj, gauss_newton_top=gn_top,
                                             hessian_top=result["top_eigenvalues"][0], train_norms=norms)
     result["memory"] = {**plan.as_dict(), "basis_columns_used": top.basis_columns}
     result["hvp_count"] = H.matvecs
@@ -179,8 +194,8 @@ def curvature(run_dir: str | Path, *, top_k: int = 5, tol: float = 1e-6, trace: 
     if rank != 0:
         return result
     if figures:
-        result["figures"] = _figures(Path(run.path), result, dens)
-    write_json_atomic(Path(run.path) / "curvature.json", result)
+        result["figures"] = _figures(run_path, result, dens)
+    write_json_atomic(run_path / "curvature.json", result)
     return result
 
 

@@ -11,11 +11,15 @@ processes beyond the order of floating-point sums (agreement to ~1e-12 relative 
 Inside your own ``torchrun`` job (the process group initialised by you), each rank wraps the operator on its
 own shard::
 
-    H = ShardedOperator(HessianOperator(Objective(model, loss, my_shard_loader)))
+    local = shard_objective(Objective(model, loss, loader), rank, world_size)  # or your own per-rank loader
+    H = ShardedOperator(HessianOperator(local))
     top = lanczos(H, k=5, generator=torch.Generator().manual_seed(0))   # the same on every rank
 
 ``genlab curvature RUN --nproc N`` starts ``N`` local processes itself (:func:`spawn`), each on the contiguous
-shard :func:`shard_indices` gives it.
+shard :func:`shard_indices` gives it. Each rank loads the run on the CPU, keeps its shard alone
+(:func:`shard_objective`: rows copied, or a DataLoader over its examples only) and moves only that to its
+device, so device memory holds ``n / N`` points per rank (rank 0 also keeps the full set when it computes
+``--jacobian``'s global terms). The CPU's peak resident memory still includes one full load per rank.
 """
 
 from __future__ import annotations
@@ -90,6 +94,25 @@ class ShardedOperator(CurvatureOperator):
             self.local.release()
 
 
+def shard_objective(objective, rank: int, size: int, model: torch.nn.Module | None = None):
+    """Rank ``rank``'s contiguous :func:`shard_indices` shard of ``objective``'s points as an Objective of its
+    own (:meth:`~genlab.objective.Objective.subset`: rows copied, or a DataLoader over those examples alone),
+    on ``model``'s device. Drop the full Objective afterwards and the rank holds its shard only."""
+    return objective.subset(shard_indices(objective.n, rank, size), model=model)
+
+
+def sharded_mean(local_value: float, local_n: int, group: Any = None) -> float:
+    """The global mean of a per-point quantity from each rank's mean over its ``local_n`` points."""
+    import torch.distributed as dist
+
+    t = torch.tensor([local_value * local_n, float(local_n)], dtype=torch.float64)
+    backend = dist.get_backend(group)
+    if backend == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, group=group)
+    return float(t[0] / t[1])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -149,15 +172,17 @@ def gather_rows(t: torch.Tensor, group: Any = None) -> torch.Tensor:
     return torch.cat([p[:int(c.item())] for p, c in zip(parts, counts)])
 
 
-def sharded_jacobian_norms(objective, group: Any = None):
+def sharded_jacobian_norms(objective, group: Any = None, shard: bool = True):
     """:func:`~genlab.curvature.jacobian.jacobian_norms` of every training point, each rank computing its
-    shard's (``objective`` holds all points on every rank, as ``genlab curvature --nproc`` loads them)."""
+    shard's, gathered in rank order. ``objective`` holds all points on every rank and each takes its
+    :func:`shard_indices` shard, or, with ``shard=False``, it is this rank's shard already (what
+    :func:`shard_objective` gives)."""
     import torch.distributed as dist
 
     from genlab.curvature.jacobian import JacobianNorms, jacobian_norms
 
     rank, size = dist.get_rank(group), dist.get_world_size(group)
-    local = jacobian_norms(objective, indices=shard_indices(objective.n, rank, size))
+    local = jacobian_norms(objective, indices=shard_indices(objective.n, rank, size) if shard else None)
     return JacobianNorms(gather_rows(local.frobenius, group), gather_rows(local.spectral, group))
 
 
