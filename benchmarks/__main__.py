@@ -4,13 +4,15 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import (compression_bounds, compression_levers, compression_own_networks, curvature_scale, curvature_speed,
+from benchmarks import (compression_bounds, compression_levers, compression_own_networks, curvature_scale,
+                        curvature_scale_trend, curvature_speed,
                         hvp_streaming, ivon_step,
                         kill_resume_stress, objective_speed, reproduce_all_quick, sgld_cmi_bounds, sgld_step,
                         sweep_scaling, tracking_overhead, train_acceptance)
 from benchmarks.common import RESULTS
 
-MODULES = (train_acceptance, objective_speed, hvp_streaming, curvature_speed, curvature_scale, tracking_overhead, sgld_step,
+MODULES = (train_acceptance, objective_speed, hvp_streaming, curvature_speed, curvature_scale, curvature_scale_trend,
+           tracking_overhead, sgld_step,
            sgld_cmi_bounds, ivon_step, sweep_scaling, reproduce_all_quick, compression_bounds, compression_own_networks, compression_levers,
            kill_resume_stress)
 
