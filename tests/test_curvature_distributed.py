@@ -191,23 +191,20 @@ def test_a_shard_of_a_data_loader_reads_only_its_examples():
             Objective(model, "ce", loader).subset(torch.arange(5))
 
 
-def test_a_data_loader_run_is_sharded_over_processes(tmp_path, monkeypatch):
-    """A fit() run whose training data is the user's DataLoader (the own-model example's module): each of 2
-    ranks streams a DataLoader over its half of the dataset; the same numbers as one process, loss included
-    (a loader's graphs are never cached, so the mean loss is all-reduced rather than taken from the graph)."""
-    from pathlib import Path
-
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "docs" / "examples"))
-    from examples_module import make_fixed_data, make_model
+def test_a_data_loader_run_is_sharded_over_processes(tmp_path):
+    """A fit() run whose training data is a user's DataLoader (factories in tests/helpers.py): each of 2 ranks
+    streams a DataLoader over its half of the dataset; the same numbers as one process, loss included (a
+    loader's graphs are never cached, so the mean loss is all-reduced rather than taken from the graph)."""
+    from helpers import make_fixed_loaders, make_small_model
 
     from genlab.curvature.analysis import curvature
     from genlab.objective import Objective
     from genlab.train import fit
 
-    model = make_model()
-    fit(Objective(model, "ce", make_fixed_data()[0]), torch.optim.SGD(model.parameters(), lr=0.05),
+    model = make_small_model()
+    fit(Objective(model, "ce", make_fixed_loaders()[0]), torch.optim.SGD(model.parameters(), lr=0.1),
         tmp_path / "run", steps=8, full_batch=True, seed=0, quiet=True,
-        factories={"model": make_model, "data": make_fixed_data})
+        factories={"model": make_small_model, "data": make_fixed_loaders})
     kw = dict(top_k=2, tol=1e-8, trace=True, trace_matvecs=12, figures=False, seed=2)
     one = curvature(tmp_path / "run", **kw)
     two = curvature(tmp_path / "run", nproc=2, **kw)
