@@ -1,17 +1,19 @@
 """How genlab's lead over PyHessian on the BatchNorm ResNet-20 moves with the number of images, in one run: the
-eigenvalue comparison of ``curvature_scale`` (top-1 and top-5 to 1e-4, one DataLoader for both, float32) at 256
-and at 512 Fashion-MNIST images, on the same trained model.
+eigenvalue comparison of ``curvature_scale`` (top-1 and top-5 to 1e-4, one DataLoader for both, float32) at 256,
+512 and 1,024 Fashion-MNIST images, on the same trained model.
 
 Why: issue 19's case is all 60,000 images, where one Hessian-vector product of this width-16 ResNet-20 takes
 about 7.5 minutes on the 2-core CPU these results are taken on, so the full comparison (hundreds of products)
 needs a GPU (``GENLAB_SCALE_FULL=1 GENLAB_SCALE_DEVICE=cuda python -m benchmarks curvature_scale``). The speed
 ratio is one of product counts (both stream the same loader at the same cost per product), and the product
 counts follow the spectrum: PyHessian's power iteration converges like ``(lambda_2 / lambda_1)^k``, Lanczos
-much faster when that ratio is close to 1. This benchmark records how the spectrum and the ratios change from
-256 to 512 images, the direction of the 60,000-image case; 512 is what fits a session on this CPU with float64
-references (a float64 product costs 8x a float32 one here, and PyHessian's top-5 needs hundreds of products).
+much faster when that ratio is close to 1; the ratio belongs to the trained model (the same seed trained a model
+with lambda_2 / lambda_1 = 0.57 on one host and 0.41 on another), so the speed ratios move with it more than with n. This benchmark records how the spectrum and the ratios change from
+256 to 1,024 images, the direction of the 60,000-image case; 1,024 is what fits a session on this CPU with float64
+references (about 80 minutes for the three sizes: a float64 product costs 8x a float32 one here, and PyHessian's
+top-5 needs about a hundred products). ``GENLAB_TREND_SIZES=256,512`` runs other sizes.
 
-Reference eigenvalues: float64 Lanczos to relative residual 1e-9 at both sizes. Speed only: no trace, no
+Reference eigenvalues: float64 Lanczos to relative residual 1e-9 at every size. Speed only: no trace, no
 density (``curvature_scale`` has those at 256). Each method is credited its cheapest setting within 1e-4 of the
 reference on every wanted eigenvalue, PyHessian's top-5 from tolerance 1e-4 down; PyHessian's top-1 ladder is
 replayed from one 60-product run (a tolerance it cannot meet within 60 makes the ratio a lower bound).
@@ -20,11 +22,12 @@ replayed from one 60-product run (a tolerance it cannot meet within 60 makes the
 from __future__ import annotations
 
 import json
+import os
 
 from benchmarks.common import record
 from benchmarks.curvature_scale import _ratio, compare_with_pyhessian
 
-SIZES = (256, 512)
+SIZES = tuple(int(n) for n in os.environ.get("GENLAB_TREND_SIZES", "256,512,1024").split(","))
 
 
 def main() -> dict:
